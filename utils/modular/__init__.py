@@ -1,0 +1,1 @@
+"""Chapter 3: a one-layer transformer that grokked ``a + b mod p``."""

@@ -1,0 +1,144 @@
+"""Reference Fourier analysis for the modular-addition model.
+
+The chapter's exercises ask learners to write these themselves; the self-checks compare their
+versions with these, and the training command uses them for its progress measures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from utils.modular.data import P, all_pairs, labels_for
+
+
+def fourier_basis(p: int = P) -> tuple[Float[Tensor, "component input"], list[str]]:
+    """Orthonormal Fourier basis of functions on ``0..p-1`` (p odd).
+
+    Row 0 is the constant; rows ``2k-1`` and ``2k`` are ``cos`` and ``sin`` of frequency ``k``
+    (``2 pi k x / p``) for ``k = 1 .. (p-1)/2``. Returns the basis and a name per row.
+    """
+    if p % 2 == 0:
+        raise ValueError(f"the basis here is for odd p, got p={p}")
+    inputs = torch.arange(p, dtype=torch.float64)
+    rows = [torch.ones(p, dtype=torch.float64)]
+    names = ["const"]
+    for frequency in range(1, p // 2 + 1):
+        angle = 2 * math.pi * frequency * inputs / p
+        rows += [torch.cos(angle), torch.sin(angle)]
+        names += [f"cos {frequency}", f"sin {frequency}"]
+    basis = torch.stack(rows)
+    basis = basis / basis.norm(dim=1, keepdim=True)
+    return basis.float(), names
+
+
+def fourier_2d(
+    values: Float[Tensor, "a b *rest"], p: int = P
+) -> Float[Tensor, "component_a component_b *rest"]:
+    """2D Fourier transform over the ``a`` and ``b`` axes (any trailing axes are kept)."""
+    basis = fourier_basis(p)[0].to(values.device, values.dtype)
+    return torch.einsum("ia,jb,ab...->ij...", basis, basis, values)
+
+
+def frequency_components(frequency: int) -> list[int]:
+    """Rows of the 1D basis that belong to ``frequency``: its cos and sin."""
+    return [2 * frequency - 1, 2 * frequency]
+
+
+def neuron_frequency_fractions(
+    neuron_activations: Float[Tensor, "a b neuron"], p: int = P
+) -> Float[Tensor, "neuron frequency"]:
+    """Fraction of each neuron's variance (over all pairs) explained by each frequency.
+
+    A neuron "uses" frequency ``k`` through the 2D Fourier components whose ``a`` and ``b`` parts
+    are each the constant or ``cos k`` / ``sin k``. Column ``k - 1`` is frequency ``k``.
+    """
+    coefficients = fourier_2d(neuron_activations, p)
+    coefficients[0, 0] = 0.0  # the mean is not variance
+    total = coefficients.pow(2).sum(dim=(0, 1))
+    fractions = []
+    for frequency in range(1, p // 2 + 1):
+        rows = [0, *frequency_components(frequency)]
+        block = coefficients[rows][:, rows]
+        fractions.append(block.pow(2).sum(dim=(0, 1)) / total.clamp_min(1e-12))
+    return torch.stack(fractions, dim=1)
+
+
+@torch.no_grad()
+def neuron_activations_grid(model, p: int = P) -> Float[Tensor, "a b neuron"]:
+    """Post-ReLU MLP activations at the ``=`` position for every pair, as an ``a x b`` grid."""
+    tokens = all_pairs(p).to(model.cfg.device)
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.mlp.hook_post")
+    activations = cache["blocks.0.mlp.hook_post"][:, -1, :]
+    return einops.rearrange(activations, "(a b) neuron -> a b neuron", a=p, b=p)
+
+
+def key_frequencies(
+    model, p: int = P, min_fraction: float = 0.5, min_neurons: int = 5
+) -> list[int]:
+    """Frequencies the model computes with, read off its neurons.
+
+    Each neuron gets the frequency that explains most of its variance; a frequency is "key" when
+    at least ``min_neurons`` neurons are explained to at least ``min_fraction`` by it.
+    """
+    fractions = neuron_frequency_fractions(neuron_activations_grid(model, p), p)
+    best_fraction, best_index = fractions.max(dim=1)
+    counts = torch.bincount(best_index[best_fraction >= min_fraction], minlength=p // 2)
+    return sorted(int(index) + 1 for index in torch.nonzero(counts >= min_neurons).flatten())
+
+
+def sum_direction_basis(
+    frequencies: list[int], p: int = P
+) -> Float[Tensor, "direction a b"]:
+    """Orthonormal ``a x b`` patterns ``cos(w(a+b))`` and ``sin(w(a+b))`` for each frequency."""
+    a = torch.arange(p, dtype=torch.float64)[:, None]
+    b = torch.arange(p, dtype=torch.float64)[None, :]
+    patterns = []
+    for frequency in frequencies:
+        angle = 2 * math.pi * frequency * (a + b) / p
+        patterns += [torch.cos(angle), torch.sin(angle)]
+    stacked = torch.stack(patterns)
+    return (stacked / stacked.flatten(1).norm(dim=1)[:, None, None]).float()
+
+
+def split_logits(
+    logits: Float[Tensor, "a b c"], frequencies: list[int], p: int = P
+) -> tuple[Float[Tensor, "a b c"], Float[Tensor, "a b c"]]:
+    """Split logits into the part along the key ``cos/sin(w(a+b))`` patterns and the rest.
+
+    Returns ``(restricted, excluded)``: ``restricted`` keeps each output's mean plus its
+    projection onto the key-frequency patterns; ``excluded`` is the logits minus that projection.
+    """
+    directions = sum_direction_basis(frequencies, p).to(logits.device, logits.dtype)
+    coefficients = torch.einsum("dab,abc->dc", directions, logits)
+    along_key = torch.einsum("dab,dc->abc", directions, coefficients)
+    mean = logits.mean(dim=(0, 1), keepdim=True)
+    return mean + along_key, logits - along_key
+
+
+def cross_entropy(
+    logits: Float[Tensor, "pair vocab"], labels: Int[Tensor, "pair"]
+) -> Float[Tensor, ""]:
+    """Mean cross-entropy in float64 (losses near 1e-7 underflow in float32)."""
+    log_probs = logits.double().log_softmax(dim=-1)
+    return -log_probs.gather(-1, labels[:, None]).mean()
+
+
+@torch.no_grad()
+def restricted_and_excluded_loss(
+    model, frequencies: list[int], train_indices: Int[Tensor, "train"], p: int = P
+) -> tuple[float, float]:
+    """Loss on all pairs with only the key-frequency logits kept, and training loss without them."""
+    tokens = all_pairs(p).to(model.cfg.device)
+    labels = labels_for(tokens, p)
+    logits = model(tokens)[:, -1, :]
+    grid = einops.rearrange(logits, "(a b) c -> a b c", a=p, b=p)
+    restricted, excluded = split_logits(grid, frequencies, p)
+    restricted_loss = cross_entropy(restricted.reshape(p * p, -1), labels)
+    train_indices = train_indices.to(logits.device)
+    excluded_loss = cross_entropy(excluded.reshape(p * p, -1)[train_indices], labels[train_indices])
+    return float(restricted_loss), float(excluded_loss)

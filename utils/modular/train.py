@@ -1,0 +1,149 @@
+"""Train the Chapter 3 model until it groks: ``python -m utils.modular train``.
+
+Full-batch AdamW on 30% of all pairs, as in the original grokking experiments. The run saves a
+resumable state every ``--resume-every`` epochs under ``runs/modular_addition/``, so a killed
+run picks up where it stopped. At the end it writes the checkpoint (see :mod:`utils.checkpoints`)
+plus ``training_log.json``: train and test loss every ``--log-every`` epochs, and progress measures
+(restricted loss, excluded loss, total squared weight) computed on weight snapshots with the final
+model's key frequencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, move_to_device, save_checkpoint
+from utils.device import get_device
+from utils.modular import fourier
+from utils.modular.data import P, all_pairs, labels_for, train_test_split
+from utils.modular.model import DEFAULT_MODEL_CONFIG, build_model
+
+DEFAULT_TRAINING_CONFIG: dict[str, Any] = {
+    "p": P,
+    "train_fraction": 0.3,
+    "data_seed": 598,
+    "lr": 1e-3,
+    "weight_decay": 1.0,
+    "betas": [0.9, 0.98],
+    "max_epochs": 40_000,
+    "stop_test_loss": 1e-6,
+    "log_every": 100,
+    "snapshot_every": 500,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m utils.modular train", description=__doc__)
+    parser.add_argument("--max-epochs", type=int, default=DEFAULT_TRAINING_CONFIG["max_epochs"])
+    parser.add_argument("--stop-test-loss", type=float, default=DEFAULT_TRAINING_CONFIG["stop_test_loss"])
+    parser.add_argument("--out", type=Path, default=TRAINED_MODELS_DIR / "modular_addition",
+                        help="where the checkpoint is written")
+    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "modular_addition",
+                        help="where the resumable state is kept")
+    parser.add_argument("--resume-every", type=int, default=1000)
+    parser.add_argument("--fresh", action="store_true", help="ignore a saved resumable state")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device) if args.device else get_device()
+    training_config = dict(DEFAULT_TRAINING_CONFIG, max_epochs=args.max_epochs,
+                           stop_test_loss=args.stop_test_loss)
+    torch.manual_seed(DEFAULT_MODEL_CONFIG["seed"])
+    model = move_to_device(build_model(DEFAULT_MODEL_CONFIG), device)
+    optimizer = torch.optim.AdamW(
+        [parameter for parameter in model.parameters() if parameter.requires_grad],
+        lr=training_config["lr"], weight_decay=training_config["weight_decay"],
+        betas=tuple(training_config["betas"]),
+    )
+    tokens = all_pairs(P).to(device)
+    labels = labels_for(tokens, P)
+    train_indices, test_indices = train_test_split(P, training_config["train_fraction"],
+                                                   training_config["data_seed"])
+    train_tokens, train_labels = tokens[train_indices.to(device)], labels[train_indices.to(device)]
+    test_tokens, test_labels = tokens[test_indices.to(device)], labels[test_indices.to(device)]
+
+    log: list[dict[str, float]] = []
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    start_epoch = 0
+    resume_path = args.run_dir / "resume.pt"
+    if resume_path.exists() and not args.fresh:
+        state = torch.load(resume_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, log = int(state["epoch"]), json.loads(state["log"])
+        snapshots = {int(epoch): weights for epoch, weights in state["snapshots"].items()}
+        print(f"resuming from epoch {start_epoch} ({resume_path})", flush=True)
+
+    started = time.time()
+    epoch = start_epoch
+    test_loss = float("inf")
+    while epoch < training_config["max_epochs"]:
+        model.train()
+        train_loss = fourier.cross_entropy(model(train_tokens)[:, -1, :], train_labels)
+        train_loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        epoch += 1
+        if epoch % training_config["log_every"] == 0 or epoch == 1:
+            with torch.no_grad():
+                model.eval()
+                test_loss = float(fourier.cross_entropy(model(test_tokens)[:, -1, :], test_labels))
+            log.append({"epoch": epoch, "train_loss": float(train_loss.detach()), "test_loss": test_loss})
+            if epoch % (10 * training_config["log_every"]) == 0:
+                print(f"epoch {epoch:6d}  train {float(train_loss.detach()):.3e}  test {test_loss:.3e}  "
+                      f"({time.time() - started:.0f}s)", flush=True)
+        if epoch % training_config["snapshot_every"] == 0:
+            snapshots[epoch] = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+        if epoch % args.resume_every == 0:
+            args.run_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "log": json.dumps(log), "snapshots": snapshots}, resume_path)
+        if test_loss < training_config["stop_test_loss"]:
+            print(f"test loss {test_loss:.3e} below {training_config['stop_test_loss']:.0e} at epoch {epoch}")
+            break
+    training_config["epochs_trained"] = epoch
+    return finish(model, training_config, log, snapshots, train_indices, args.out, time.time() - started)
+
+
+@torch.no_grad()
+def finish(model, training_config, log, snapshots, train_indices, out: Path, seconds: float) -> dict[str, Any]:
+    """Measure the final model, compute progress measures, and write checkpoint and log."""
+    model.eval()
+    tokens = all_pairs(P).to(model.cfg.device)
+    labels = labels_for(tokens, P)
+    logits = model(tokens)[:, -1, :]
+    test_mask = torch.ones(P * P, dtype=torch.bool)
+    test_mask[train_indices] = False
+    test_mask = test_mask.to(logits.device)
+    frequencies = fourier.key_frequencies(model)
+    metrics = {
+        "accuracy_all_pairs": float((logits.argmax(-1) == labels).float().mean()),
+        "train_loss": float(fourier.cross_entropy(logits[~test_mask], labels[~test_mask])),
+        "test_loss": float(fourier.cross_entropy(logits[test_mask], labels[test_mask])),
+        "key_frequencies": frequencies,
+        "epochs_trained": training_config["epochs_trained"],
+        "training_seconds": round(seconds, 1),
+        "device": str(model.cfg.device),
+    }
+    progress = []
+    final_state = {key: value.clone() for key, value in model.state_dict().items()}
+    for epoch in sorted(snapshots):
+        model.load_state_dict(snapshots[epoch])
+        restricted, excluded = fourier.restricted_and_excluded_loss(model, frequencies, train_indices)
+        squared_weight = sum(float(parameter.pow(2).sum()) for parameter in model.parameters())
+        progress.append({"epoch": epoch, "restricted_loss": restricted, "excluded_loss": excluded,
+                         "total_squared_weight": squared_weight})
+    model.load_state_dict(final_state)
+    config = {"model": DEFAULT_MODEL_CONFIG, "training": training_config}
+    save_checkpoint(model, out, config, metrics)
+    (out / "training_log.json").write_text(json.dumps({"losses": log, "progress_measures": progress}) + "\n")
+    print(json.dumps(metrics, indent=2))
+    return metrics
