@@ -36,6 +36,16 @@ def fourier_basis(p: int = P) -> tuple[Float[Tensor, "component input"], list[st
     return basis.float(), names
 
 
+def embedding_frequency_norms(
+    embedding: Float[Tensor, "input d_model"], p: int = P
+) -> Float[Tensor, "frequency"]:
+    """Norm of the embedding along each frequency's cos and sin rows; entry ``k - 1`` is frequency ``k``."""
+    in_fourier_basis = fourier_basis(p)[0].to(embedding.device, embedding.dtype) @ embedding
+    return torch.stack(
+        [in_fourier_basis[frequency_components(k)].norm() for k in range(1, p // 2 + 1)]
+    )
+
+
 def fourier_2d(
     values: Float[Tensor, "a b *rest"], p: int = P
 ) -> Float[Tensor, "component_a component_b *rest"]:

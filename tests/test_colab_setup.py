@@ -1,0 +1,74 @@
+"""The notebooks' setup cell: a no-op that finds the course locally; on Colab, clone and install.
+
+Colab is simulated with THREE_CIRCUITS_FORCE_COLAB=1 and the repository address is pointed at a
+local clone, so the real git clone and pip install run here without the network.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.checkpoints import REPO_ROOT
+from utils.colab import CLONE_URL, GITHUB_REPOSITORY, SETUP_CELL, badge_markdown, colab_url
+
+
+def run_setup_cell() -> dict:
+    namespace: dict = {}
+    exec(compile(SETUP_CELL, "setup cell", "exec"), namespace)
+    return namespace
+
+
+def test_locally_the_cell_only_finds_the_course_root(monkeypatch):
+    monkeypatch.delenv("THREE_CIRCUITS_FORCE_COLAB", raising=False)
+    monkeypatch.chdir(REPO_ROOT / "chapters" / "3_modular_arithmetic")
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: calls.append(args))
+    namespace = run_setup_cell()
+    assert namespace["IN_COLAB"] is False
+    assert namespace["COURSE_ROOT"] == REPO_ROOT
+    assert calls == [], "locally the setup cell must not clone or install anything"
+    assert str(REPO_ROOT) in sys.path
+
+
+def test_on_colab_the_cell_clones_installs_and_is_importable(tmp_path: Path, monkeypatch):
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to clone from")
+    target = tmp_path / "three-circuits"
+    monkeypatch.setenv("THREE_CIRCUITS_FORCE_COLAB", "1")
+    monkeypatch.setenv("THREE_CIRCUITS_ROOT", str(target))
+    monkeypatch.setenv("THREE_CIRCUITS_REPOSITORY", f"file://{REPO_ROOT}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    real_run = subprocess.run
+    commands = []
+
+    def recording_run(command, *args, **kwargs):
+        commands.append(command)
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    namespace = run_setup_cell()
+    assert namespace["IN_COLAB"] is True and namespace["COURSE_ROOT"] == target
+    assert (target / "utils" / "checkpoints.py").exists()
+    assert (target / "trained_models" / "modular_addition" / "weights.pt").exists()
+    assert sys.path[0] == str(target)
+    assert commands[0][:2] == ["git", "clone"] and commands[1][-1].endswith("requirements-colab.txt")
+    commands.clear()
+    run_setup_cell()  # a second run (e.g. after a kernel restart) must not clone again
+    assert all(command[0] != "git" for command in commands)
+
+
+def test_colab_requirements_leave_torch_alone():
+    lines = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements-colab.txt").read_text().splitlines()]
+    assert not [line for line in lines if line.lower().startswith("torch")]
+    assert "transformer-lens>=3.9,<4" in lines
+
+
+def test_links_use_the_one_repository_address():
+    assert CLONE_URL == f"https://github.com/{GITHUB_REPOSITORY}.git"
+    assert colab_url("chapters/x.ipynb").endswith(f"{GITHUB_REPOSITORY}/blob/main/chapters/x.ipynb")
+    assert "solutions on Colab" in badge_markdown("a_exercises.ipynb", "a_solutions.ipynb")

@@ -1,0 +1,115 @@
+"""Chapter 3: the task, the reference Fourier analysis, and the training command."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils import load_metrics, load_model
+from utils.checkpoints import REPO_ROOT
+from utils.modular import fourier, load_training_log
+from utils.modular.data import P, all_pairs, labels_for, train_test_split
+
+
+def test_all_pairs_order_and_labels():
+    tokens = all_pairs(P)
+    assert tokens.shape == (P * P, 3)
+    assert (tokens[:, 2] == P).all()
+    assert tokens[5 * P + 7].tolist() == [5, 7, P]
+    assert labels_for(tokens)[5 * P + 110].item() == (5 + 110) % P
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    train, test = train_test_split(P, 0.3, seed=598)
+    again, _ = train_test_split(P, 0.3, seed=598)
+    other, _ = train_test_split(P, 0.3, seed=1)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+    assert len(train) == int(0.3 * P * P)
+    assert len(set(train.tolist()) | set(test.tolist())) == P * P
+    assert not set(train.tolist()) & set(test.tolist())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train_test_split(P, 1.5)
+
+
+@pytest.mark.parametrize("p", [5, 113])
+def test_fourier_basis_is_orthonormal_with_named_rows(p: int):
+    basis, names = fourier.fourier_basis(p)
+    assert torch.allclose(basis @ basis.T, torch.eye(p), atol=1e-5)
+    assert names[:3] == ["const", "cos 1", "sin 1"] and len(names) == p
+    x = torch.arange(p)
+    assert torch.allclose(basis[3], torch.cos(2 * math.pi * 2 * x / p) / math.sqrt(p / 2), atol=1e-5)
+
+
+def test_fourier_basis_rejects_even_p():
+    with pytest.raises(ValueError, match="odd p"):
+        fourier.fourier_basis(10)
+
+
+def test_frequency_fractions_find_a_planted_frequency():
+    a = torch.arange(P, dtype=torch.float32)[:, None]
+    b = torch.arange(P, dtype=torch.float32)[None, :]
+    planted = torch.cos(2 * math.pi * 17 * (a + b) / P) + 0.5 * torch.sin(2 * math.pi * 17 * a / P) + 3.0
+    noise = torch.cos(2 * math.pi * 40 * b / P)
+    fractions = fourier.neuron_frequency_fractions(torch.stack([planted, planted + noise], dim=-1))
+    assert fractions[0].argmax().item() + 1 == 17
+    assert fractions[0, 16].item() == pytest.approx(1.0, abs=1e-4)
+    assert fractions[1, 16].item() == pytest.approx(0.625 / 1.125, abs=1e-3)  # mean squares: 0.5 + 0.125 of 1.125
+
+
+def test_split_logits_keeps_the_sum_patterns_and_removes_the_rest():
+    a = torch.arange(P, dtype=torch.float32)[:, None, None]
+    b = torch.arange(P, dtype=torch.float32)[None, :, None]
+    c = torch.arange(P, dtype=torch.float32)[None, None, :]
+    along_key = torch.cos(2 * math.pi * 5 * (a + b - c) / P)
+    elsewhere = torch.cos(2 * math.pi * 9 * (a - c) / P).expand(P, P, P)
+    restricted, excluded = fourier.split_logits(along_key + elsewhere, [5])
+    assert torch.allclose(restricted, along_key, atol=1e-3)
+    assert torch.allclose(excluded, elsewhere, atol=1e-3)
+
+
+def test_shipped_model_is_grokked_and_matches_its_metrics():
+    model = load_model("modular_addition", device="cpu")
+    metrics = load_metrics("modular_addition")
+    with torch.no_grad():
+        logits = model(all_pairs(P))[:, -1, :]
+    assert (logits.argmax(-1) == labels_for(all_pairs(P))).all()
+    assert fourier.key_frequencies(model) == metrics["key_frequencies"]
+    _, test = train_test_split(P)
+    test_loss = fourier.cross_entropy(logits[test], labels_for(all_pairs(P))[test]).item()
+    assert test_loss < 1e-6 and test_loss == pytest.approx(metrics["test_loss"], rel=0.05)
+    log = load_training_log()
+    assert log["losses"][-1]["test_loss"] < 1e-5 < log["losses"][0]["test_loss"]
+    assert [row["epoch"] for row in log["progress_measures"]] == sorted(row["epoch"] for row in log["progress_measures"])
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "utils.modular", "train", "--device", "cpu", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_training_command_tiny_budget_writes_a_loadable_checkpoint_and_resumes(tmp_path: Path):
+    out, run_dir = tmp_path / "model", tmp_path / "run"
+    first = _train("--max-epochs", "10", "--resume-every", "5", "--out", str(out), "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (run_dir / "resume.pt").exists()
+    model = load_model("modular_addition", device="cpu", directory=out)
+    assert model.cfg.d_mlp == 512
+    log = json.loads((out / "training_log.json").read_text())
+    assert [row["epoch"] for row in log["losses"]] == [1]
+    second = _train("--max-epochs", "15", "--resume-every", "5", "--out", str(out), "--run-dir", str(run_dir))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming from epoch 10" in second.stdout
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 15
+
+
+def test_training_command_without_subcommand_prints_usage():
+    result = subprocess.run([sys.executable, "-m", "utils.modular"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "usage: python -m utils.modular train" in result.stderr

@@ -1,0 +1,41 @@
+"""Every self-check passes on the reference solution and fails on the generated student stub.
+
+Each solutions notebook is executed in-process, cell by cell. At every exercise cell the student
+version (from the generated ``*_exercises.ipynb``) runs first and must raise ``SelfCheckFailed``
+from its self-check; then the solution runs and must pass, so the notebook can go on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import plotly.io
+import pytest
+
+from utils import notebooks
+from utils.selfcheck import SelfCheckFailed
+
+
+@pytest.fixture(autouse=True)
+def no_plot_rendering(monkeypatch):
+    monkeypatch.setattr(plotly.io, "show", lambda *args, **kwargs: None)
+
+
+@pytest.mark.parametrize("path", notebooks.solutions_notebooks(), ids=lambda path: path.name)
+def test_each_self_check_fails_on_the_stub_and_passes_on_the_solution(path: Path, monkeypatch):
+    monkeypatch.chdir(path.parent)
+    solutions = nbformat.read(path, as_version=4)
+    student = nbformat.read(notebooks.exercises_path(path), as_version=4)
+    namespace: dict = {"__name__": "__notebook__"}
+    checked = 0
+    for index, (cell, student_cell) in enumerate(zip(solutions.cells, student.cells)):
+        if cell.cell_type != "code":
+            continue
+        if notebooks.is_solution_cell(cell):
+            with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+                exec(compile(student_cell.source, f"{path.name}[{index}] (student)", "exec"), namespace)
+            checked += 1
+        exec(compile(cell.source, f"{path.name}[{index}]", "exec"), namespace)
+    assert checked >= 3, f"{path.name} should have at least three self-checked exercises"

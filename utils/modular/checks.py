@@ -1,0 +1,104 @@
+"""Self-checks for the Chapter 3 exercises: each compares the learner's function with the reference.
+
+Call them from the notebook right after an exercise, e.g. ``checks.check_fourier_basis(make_fourier_basis)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import einops
+import torch
+
+from utils.modular import fourier
+from utils.modular.data import P, all_pairs
+from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
+
+
+def check_fourier_basis(make_fourier_basis: Callable[[int], torch.Tensor]) -> None:
+    """``make_fourier_basis(p)`` must return the orthonormal ``[p, p]`` basis: const, cos 1, sin 1, ..."""
+    for p in (7, P):
+        expected = fourier.fourier_basis(p)[0]
+        actual = call_learner(make_fourier_basis, p)
+        assert_tensors_close(
+            f"make_fourier_basis({p})", actual, expected, atol=1e-5,
+            hint="Rows are: the constant, then cos and sin of frequency 1, 2, ..., each scaled to norm 1.",
+        )
+    passed("make_fourier_basis")
+
+
+def check_frequency_norms(
+    frequency_norms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model
+) -> None:
+    """``frequency_norms(embedding, basis)`` gives the norm of each frequency's cos and sin rows."""
+    embedding = model.W_E[:-1].detach().cpu()
+    basis = fourier.fourier_basis(P)[0]
+    expected = fourier.embedding_frequency_norms(embedding)
+    actual = call_learner(frequency_norms, embedding, basis)
+    assert_tensors_close(
+        "frequency_norms(W_E, basis)", actual, expected, atol=1e-4,
+        hint="Entry k-1 is the norm of the two rows (cos k, sin k) of basis @ embedding, taken together.",
+    )
+    passed("frequency_norms")
+
+
+def _neuron_grid(model, neurons: int = 16) -> torch.Tensor:
+    return fourier.neuron_activations_grid(model)[..., :neurons].detach().cpu()
+
+
+def check_fourier_transform_2d(
+    fourier_transform_2d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model
+) -> None:
+    """``fourier_transform_2d(values, basis)`` transforms the ``a`` and ``b`` axes of ``[a, b, neuron]``."""
+    activations = _neuron_grid(model)
+    basis = fourier.fourier_basis(P)[0]
+    expected = fourier.fourier_2d(activations)
+    actual = call_learner(fourier_transform_2d, activations, basis)
+    assert_tensors_close(
+        "fourier_transform_2d(neuron activations, basis)", actual, expected, atol=1e-3,
+        hint="Transform both input axes: coefficient[i, j] = sum over a, b of basis[i, a] basis[j, b] values[a, b].",
+    )
+    passed("fourier_transform_2d")
+
+
+def check_frequency_fractions(
+    frequency_fractions: Callable[[torch.Tensor], torch.Tensor], model
+) -> None:
+    """``frequency_fractions(coefficients)`` gives each neuron's variance explained by each frequency."""
+    activations = _neuron_grid(model)
+    coefficients = fourier.fourier_2d(activations)
+    expected = fourier.neuron_frequency_fractions(activations)
+    actual = call_learner(frequency_fractions, coefficients.clone())
+    assert_tensors_close(
+        "frequency_fractions(coefficients)", actual, expected, atol=1e-4,
+        hint="Leave out the constant-constant term (the mean); for frequency k keep the 3x3 block of rows and "
+        "columns {const, cos k, sin k}; divide its squared sum by the total squared sum.",
+    )
+    passed("frequency_fractions")
+
+
+def check_split_logits(
+    split_logits: Callable[[torch.Tensor, list[int]], tuple[torch.Tensor, torch.Tensor]],
+    model,
+    frequencies: list[int],
+) -> None:
+    """``split_logits(logits, frequencies)`` returns ``(restricted, excluded)`` logits of shape ``[a, b, c]``."""
+    with torch.no_grad():
+        logits = model(all_pairs(P).to(model.cfg.device))[:, -1, :].cpu()
+    grid = einops.rearrange(logits, "(a b) c -> a b c", a=P, b=P)
+    expected_restricted, expected_excluded = fourier.split_logits(grid, frequencies)
+    result = call_learner(split_logits, grid.clone(), list(frequencies))
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise SelfCheckFailed("split_logits should return a pair (restricted, excluded).")
+    restricted, excluded = result
+    assert_tensors_close(
+        "restricted logits", restricted, expected_restricted, atol=2e-3, rtol=1e-3,
+        hint="Keep each output's mean over (a, b) plus the projection onto the normalised "
+        "cos(w(a+b)) and sin(w(a+b)) patterns of the key frequencies.",
+    )
+    assert_tensors_close(
+        "excluded logits", excluded, expected_excluded, atol=2e-3, rtol=1e-3,
+        hint="Excluded logits are the logits minus the projection onto the key-frequency patterns "
+        "(the mean stays).",
+    )
+    passed("split_logits")

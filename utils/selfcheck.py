@@ -1,0 +1,64 @@
+"""Building blocks for the chapters' self-checks.
+
+A self-check runs the learner's function on real inputs, compares the result with the course's
+reference, and either prints a one-line confirmation or raises :class:`SelfCheckFailed` whose
+message says what differs (shape, values, where) in words a learner can act on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+
+class SelfCheckFailed(AssertionError):
+    """The learner's answer differs from the reference; the message says how."""
+
+
+def call_learner(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the learner's function, turning a still-present stub into a clear failure."""
+    name = getattr(function, "__name__", "your function")
+    try:
+        return function(*args, **kwargs)
+    except NotImplementedError:
+        raise SelfCheckFailed(
+            f"{name} still raises NotImplementedError: replace the stub in the exercise cell with "
+            "your code, run that cell, then run this check again."
+        ) from None
+
+
+def assert_tensors_close(
+    name: str,
+    actual: Any,
+    expected: torch.Tensor,
+    *,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    hint: str = "",
+) -> None:
+    """Fail with a readable message unless ``actual`` is a tensor equal to ``expected`` within tolerance."""
+    if not isinstance(actual, torch.Tensor):
+        raise SelfCheckFailed(f"{name} should be a torch.Tensor, got {type(actual).__name__}.")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise SelfCheckFailed(
+            f"{name} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}. {hint}".strip()
+        )
+    actual_values = actual.detach().to("cpu", torch.float64)
+    expected_values = expected.detach().to("cpu", torch.float64)
+    if torch.isnan(actual_values).any():
+        raise SelfCheckFailed(f"{name} contains NaN. {hint}".strip())
+    close = torch.isclose(actual_values, expected_values, atol=atol, rtol=rtol)
+    if not bool(close.all()):
+        difference = (actual_values - expected_values).abs()
+        worst = tuple(int(index) for index in torch.nonzero(difference == difference.max())[0])
+        raise SelfCheckFailed(
+            f"{name} differs from the reference in {int((~close).sum())} of {close.numel()} entries; "
+            f"the largest difference is at index {worst}: yours {actual_values[worst]:.5g}, "
+            f"expected {expected_values[worst]:.5g}. {hint}".strip()
+        )
+
+
+def passed(name: str) -> None:
+    """Tell the learner a check passed."""
+    print(f"\N{HEAVY CHECK MARK} {name}: matches the reference.")
