@@ -34,8 +34,8 @@ from torch import Tensor
 from utils.memory_dt.env import (
     ACTION_NAMES,
     N_ACTIONS,
-    encode_observation,
     make_env,
+    one_hot_views,
     outcome,
 )
 
@@ -172,7 +172,7 @@ class Demonstrations:
         rows = self.episode_starts[episode][:, None] + offset[:, None] + torch.minimum(
             steps[None, :], (length - 1)[:, None]
         )
-        states = encode_observation(self.images[rows])
+        states = one_hot_views(self.images[rows])
         return states, self.actions[rows], self.returns_to_go[rows], self.timesteps[rows], mask
 
     def summary(self) -> dict[str, Any]:

@@ -204,8 +204,14 @@ def encode_observation(observation: Any) -> Float[Tensor, "... feature"]:
                 f"Observation {name} codes must lie in 0..{limit - 1} (MiniGrid's constants), got "
                 f"values from {int(values.min())} to {int(values.max())}"
             ) from None
+    return one_hot_views(codes)
+
+
+def one_hot_views(codes: Int[Tensor, "... 7 7 3"]) -> Float[Tensor, "... feature"]:
+    """:func:`encode_observation` without its checks, for codes already known to be valid."""
+    limits = (len(OBJECT_NAMES), len(COLOR_NAMES), len(STATE_NAMES))
     one_hot = torch.cat(
-        [torch.nn.functional.one_hot(codes[..., field], limit) for field, limit in enumerate(limits)],
+        [torch.nn.functional.one_hot(codes[..., field].long(), limit) for field, limit in enumerate(limits)],
         dim=-1,
     )  # (..., x, y, channel)
     return one_hot.movedim(-1, -3).flatten(-3).float()  # (..., channel * 49 + x * 7 + y)

@@ -143,6 +143,8 @@ class DecisionTransformer(HookedTransformer):
                 f"actions must have shape (batch, timestep - 1) = {(batch, steps - 1)} (the actions "
                 f"between the states), got {tuple(actions.shape)}"
             ) from None
+        if self.training:  # the value checks below wait for the GPU; training data is valid
+            return states, actions[:, : steps - 1], returns_to_go, timesteps
         if timesteps.numel() and (int(timesteps.min()) < 0 or int(timesteps.max()) >= self.max_timestep):
             raise ValueError(
                 f"timesteps must lie in 0..{self.max_timestep - 1}, got {int(timesteps.min())}.."
@@ -169,7 +171,6 @@ class DecisionTransformer(HookedTransformer):
         states, actions, returns_to_go, timesteps = self._check_inputs(
             states, actions, returns_to_go, timesteps
         )
-        batch, steps = timesteps.shape
         device = self.state_embedding.weight.device
         returns = self.return_embedding(returns_to_go.to(device=device, dtype=torch.float32)[..., None])
         state_tokens = self.state_embedding(states.to(device=device, dtype=torch.float32))

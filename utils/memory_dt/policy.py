@@ -22,6 +22,7 @@ lock-step with one forward pass per step; :func:`evaluate` uses it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -194,3 +195,68 @@ def evaluate(
         },
         "episodes_by_configuration": {name: len(group) for name, group in by_configuration.items()},
     }
+
+
+@dataclass
+class Episode:
+    """One played episode: what the policy saw and did at each of its ``T`` decisions."""
+
+    configuration: int  # index into env.CONFIGURATIONS
+    outcome: str  # "success", "wrong_object" or "timeout"
+    images: Int[Tensor, "step 7 7 3"]  # the raw views the policy acted on
+    actions: Int[Tensor, "step"]
+    rewards: Float[Tensor, "step"]  # reward returned by the env after each action
+    returns_to_go: Float[Tensor, "step"]  # as fed to the model
+    timesteps: Int[Tensor, "step"]
+
+    @property
+    def total_return(self) -> float:
+        return float(self.rewards.sum())
+
+    def context(self, step: int, context_timesteps: int = 9) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Model inputs (batch of one) for the decision at ``step``: the window the policy used."""
+        if not 0 <= step < len(self.actions):
+            raise ValueError(f"step must lie in 0..{len(self.actions) - 1}, got {step}")
+        first = max(0, step + 1 - context_timesteps)
+        window = slice(first, step + 1)
+        return (
+            encode_observation(self.images[window])[None],
+            self.actions[first:step][None],
+            self.returns_to_go[window][None],
+            self.timesteps[window][None],
+        )
+
+
+@torch.no_grad()
+def play_episode(
+    model: DecisionTransformer, target_return: float, configuration: int | None = None,
+    seed: int | None = None,
+) -> Episode:
+    """Play one greedy episode, in ``configuration`` (0..3) if given, else the one ``seed`` draws."""
+    env = make_env()
+    options = None if configuration is None else {"configuration": configuration}
+    observation, info = env.reset(seed=seed, options=options)
+    policy = DecisionTransformerPolicy(model, target_return)
+    images, actions, rewards, returns, timesteps = [], [], [], [], []
+    reward = 0.0
+    while True:
+        action = policy.act(observation, reward)
+        images.append(observation["image"])
+        returns.append(float(policy.returns_to_go[0, -1]))
+        timesteps.append(policy.step - 1)
+        actions.append(action)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        rewards.append(float(reward))
+        if terminated or truncated:
+            break
+    where = outcome(env)
+    env.close()
+    return Episode(
+        configuration=info["configuration"],
+        outcome=where if where != "neither" else "timeout",
+        images=torch.from_numpy(np.stack(images).astype(np.uint8)),
+        actions=torch.tensor(actions, dtype=torch.long),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        returns_to_go=torch.tensor(returns, dtype=torch.float32),
+        timesteps=torch.tensor(timesteps, dtype=torch.long),
+    )

@@ -7,7 +7,8 @@ every ``--resume-every`` steps under ``runs/memory_dt/``. At the end the policy 
 episodes asking for the best possible return (0.892) and 500 asking for return 0, plus a small
 sweep of targets, and the checkpoint is written with :func:`utils.checkpoints.save_checkpoint`.
 
-A tiny budget for CI: ``--steps 20 --episodes 10 --eval-episodes 4`` (seconds on a CPU).
+``--tiny`` is a budget for CI and tests (``--steps 20 --episodes 10 --eval-episodes 4
+--batch-size 16``): seconds on a CPU, and a model that has learnt little.
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume-every", type=int, default=500)
     parser.add_argument("--fresh", action="store_true", help="ignore a saved resumable state")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI budget: --steps 20 --episodes 10 --eval-episodes 4 --batch-size 16")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.steps, args.episodes, args.eval_episodes, args.batch_size = 20, 10, 4, 16
     for name in ("steps", "episodes", "eval_episodes", "batch_size", "resume_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -118,8 +123,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     resume_path = args.run_dir / "resume.pt"
     if resume_path.exists() and not args.fresh:
         state = torch.load(resume_path, map_location=device, weights_only=True)
-        if json.loads(state["training_config"]) != training_config:
-            print(f"ignoring {resume_path}: it was made with a different configuration", flush=True)
+        if json.loads(state["training_config"]) != training_config or state.get("device_type") != device.type:
+            print(f"ignoring {resume_path}: it was made with a different configuration or device "
+                  f"({state.get('device_type')}); starting afresh", flush=True)
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -149,7 +155,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             args.run_dir.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "generator": generator.get_state(), "log": json.dumps(log),
-                        "training_config": json.dumps(training_config)}, resume_path)
+                        "training_config": json.dumps(training_config), "device_type": device.type}, resume_path)
     train_seconds = time.time() - train_started
     return finish(model, demonstrations, training_config, log, args.out,
                   {"data": data_seconds, "train": train_seconds, "started": started})
