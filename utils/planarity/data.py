@@ -37,7 +37,7 @@ TRAIN_SIZE = 94_992  # 6 edge counts x 2 classes x 7,916
 VALIDATION_SIZE = 4_992  # 6 edge counts x 2 classes x 416
 TRAIN_SEED = 1
 VALIDATION_SEED = 2
-CHUNK_DRAWS = 1_000
+CHUNK_DRAWS = 250
 MAX_PLANAR_EDGES = 3 * N_VERTICES - 6  # 24: more edges than this is never planar
 MIN_NON_PLANAR_EDGES = 9  # K3,3 has 9 edges: fewer than this is always planar
 
@@ -252,7 +252,8 @@ def _map_chunks(tasks: list[tuple[int, int, int, int]], workers: int) -> list[tu
         # forkserver/spawn rather than fork: the parent may hold CUDA and threads.
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
-            context.set_forkserver_preload(["utils.planarity.data"])
+            # Workers fork from a server that has imported this module (and a script's __main__) once.
+            context.set_forkserver_preload(["__main__", "utils.planarity.data"])
         _POOL, _POOL_WORKERS = context.Pool(workers), workers
         atexit.register(_close_pool)
     return _POOL.map(_draw_chunk_task, tasks, chunksize=1)
@@ -594,13 +595,16 @@ def load_graph_set(path: str | Path, fix: str = "regenerate it") -> tuple[GraphB
 def make_validation_set(path: str | Path = VALIDATION_PATH, workers: int | None = None) -> Path:
     """Generate the committed validation set (``python -m utils.planarity make-data``)."""
     batch = balanced_dataset(VALIDATION_SIZE, TRAIN_EDGE_COUNTS, VALIDATION_SEED, workers)
-    return save_graph_set(path, batch, seed=VALIDATION_SEED, edge_counts=list(TRAIN_EDGE_COUNTS))
+    return save_graph_set(
+        path, batch, seed=VALIDATION_SEED, edge_counts=list(TRAIN_EDGE_COUNTS), chunk_draws=CHUNK_DRAWS
+    )
 
 
 def load_validation_set(path: str | Path = VALIDATION_PATH) -> GraphBatch:
     """The committed validation set: 4,992 graphs ``G(10, m)``, ``m = 15 .. 20``, half planar per ``m``.
 
-    Its generation seed and edge counts are recorded in the file (see :func:`load_graph_set`).
+    Its generation seed, edge counts and chunk size are recorded in the file (see
+    :func:`load_graph_set`): ``balanced_dataset(4992, edge_counts, seed)`` regenerates it.
     """
     return load_graph_set(path, "regenerate it with `python -m utils.planarity make-data`")[0]
 
@@ -613,7 +617,7 @@ def training_set(
     With ``cache=True`` it is kept in ``data/generated/`` (git-ignored) after the first call, so
     a resumed run does not label the graphs again.
     """
-    path = GENERATED_DIR / f"planarity_train_{size}_seed{seed}.npz"
+    path = GENERATED_DIR / f"planarity_train_{size}_seed{seed}_chunk{CHUNK_DRAWS}.npz"
     if cache and path.exists():
         try:
             batch, metadata = load_graph_set(path)
@@ -623,5 +627,5 @@ def training_set(
             pass  # a damaged cache is simply regenerated
     batch = balanced_dataset(size, TRAIN_EDGE_COUNTS, seed, workers)
     if cache:
-        save_graph_set(path, batch, seed=seed, edge_counts=list(TRAIN_EDGE_COUNTS))
+        save_graph_set(path, batch, seed=seed, edge_counts=list(TRAIN_EDGE_COUNTS), chunk_draws=CHUNK_DRAWS)
     return batch

@@ -11,7 +11,7 @@ killed run started again with the same arguments picks up there (``--fresh`` ign
 the end the checkpoint goes to ``trained_models/planarity`` (or ``--out``) with its config and
 metrics (see :mod:`utils.checkpoints`), plus ``training_log.json`` with per-epoch numbers.
 
-CI runs a tiny budget: ``python -m utils.planarity train --epochs 1 --train-size 504
+CI runs a tiny budget: ``python -m utils.planarity train --epochs 1 --train-size 144 --batch-size 64
 --eval-graphs 24 --out /tmp/planarity``.
 """
 
@@ -36,9 +36,12 @@ DEFAULT_TRAINING_CONFIG: dict[str, Any] = {
     "train_size": data.TRAIN_SIZE,
     "train_seed": data.TRAIN_SEED,
     "edge_counts": list(data.TRAIN_EDGE_COUNTS),
-    "epochs": 100,
-    "batch_size": 128,
-    "lr": 1e-3,
+    # The original recipe was batch 128, lr 1e-3, 100 epochs (74k steps). This model's step is
+    # bound by Python and kernel launches (about 7 ms on an H100 at batch 128 or 512), so we take
+    # 4x larger batches, a 2x higher peak lr and 150 epochs: 27,750 steps, about 3.5 minutes there.
+    "epochs": 150,
+    "batch_size": 512,
+    "lr": 2e-3,
     "pct_start": 0.1,
     "betas": [0.9, 0.99],
     "weight_decay": 0.1,
@@ -134,34 +137,30 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         # Seeded per epoch, so a resumed run sees the same batches as an uninterrupted one.
         generator.manual_seed(training_config["shuffle_seed"] * 100_003 + epoch)
         order = torch.randperm(len(train_labels), device=device, generator=generator)
+        # Shuffle (and rename vertices) once per epoch, so a step only slices these tensors.
+        epoch_adjacency, epoch_labels = train_adjacency[order], train_labels[order]
+        if training_config["relabel_vertices"]:
+            epoch_adjacency = data.relabel_vertices(epoch_adjacency, generator)
         loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
         for step in range(steps_per_epoch):
-            indices = order[step * batch_size: (step + 1) * batch_size]
-            adjacency, labels = train_adjacency[indices], train_labels[indices]
-            if training_config["relabel_vertices"]:
-                adjacency = data.relabel_vertices(adjacency, generator)
-            logits = model(adjacency, check_input=False)
-            loss = F.cross_entropy(logits, labels)
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            loss = F.cross_entropy(model(epoch_adjacency[batch], check_input=False), epoch_labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach()
-            correct += (logits.detach().argmax(dim=-1) == labels).sum()
         validation_loss, validation_accuracy = evaluate(model, validation.adjacency, validation.labels)
         seconds = seconds_before + time.time() - loop_started
         log.append({
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / steps_per_epoch,
-            "train_accuracy": float(correct) / (steps_per_epoch * batch_size),
             "validation_loss": validation_loss,
             "validation_accuracy": validation_accuracy,
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 1),
         })
-        print(f"epoch {epoch + 1:3d}  train loss {log[-1]['train_loss']:.4f} acc {log[-1]['train_accuracy']:.4f}  "
-              f"val loss {validation_loss:.4f} acc {validation_accuracy:.4f}  ({seconds:.0f}s)", flush=True)
+        print(f"epoch {epoch + 1:3d}  train loss {log[-1]['train_loss']:.4f}  val loss {validation_loss:.4f} acc {validation_accuracy:.4f}  ({seconds:.0f}s)", flush=True)
         if (epoch + 1) % args.resume_every == 0 and epoch + 1 < training_config["epochs"]:
             args.run_dir.mkdir(parents=True, exist_ok=True)
             torch.save({
