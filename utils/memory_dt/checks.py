@@ -1,0 +1,130 @@
+"""Self-checks for the Chapter 2 exercises: each compares the learner's function with the reference.
+
+Call them from the notebook right after an exercise, e.g. ``checks.check_ov_circuits(ov_circuits, folded)``,
+where ``folded`` is the model after :func:`utils.memory_dt.model.fold_layer_norm`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from utils.memory_dt.analysis import ov_svd
+from utils.memory_dt.env import CHANNEL_NAMES, VIEW_SIZE
+from utils.memory_dt.model import DecisionTransformer
+from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
+
+
+def reference_ov_circuits(
+    W_V: Float[Tensor, "layer head d_model d_head"], W_O: Float[Tensor, "layer head d_head d_model"]
+) -> Float[Tensor, "layer head d_model d_model"]:
+    """Each head's OV matrix ``W_V @ W_O``: what a unit of residual read at the source writes at the destination."""
+    return torch.einsum("lhmd,lhdn->lhmn", W_V, W_O)
+
+
+def reference_directions_onto(
+    singular_values: Float[Tensor, "layer head direction"], right_singular: Float[Tensor, "layer head direction d_model"],
+    readout: Float[Tensor, "d_model column"], n_directions: int,
+) -> Float[Tensor, "layer head direction column"]:
+    """The first ``n_directions`` right singular vectors of each OV matrix, times their singular values, read by ``readout``."""
+    written = right_singular[..., :n_directions, :] * singular_values[..., :n_directions, None]
+    return written @ readout
+
+
+def reference_embedding_images(
+    left_singular: Float[Tensor, "layer head d_model direction"], W_state: Float[Tensor, "feature d_model"],
+    channel: str, n_directions: int,
+) -> Float[Tensor, "layer head direction x y"]:
+    """How strongly each view cell's ``channel`` feature points along each head's left singular directions."""
+    start = CHANNEL_NAMES.index(channel) * VIEW_SIZE * VIEW_SIZE
+    embedding = W_state[start: start + VIEW_SIZE * VIEW_SIZE]  # [x * 7 + y, d_model]
+    scores = torch.einsum("fm,lhmk->lhkf", embedding, left_singular[..., :n_directions])
+    return scores.reshape(*scores.shape[:-1], VIEW_SIZE, VIEW_SIZE)
+
+
+def reference_ov_cosine_similarity(W_OV: Float[Tensor, "layer head d_model d_model"]) -> Float[Tensor, "head_a head_b"]:
+    """Cosine similarity between every pair of heads' flattened OV matrices, heads ordered layer-major."""
+    flat = W_OV.flatten(0, 1).flatten(1)
+    flat = flat / flat.norm(dim=1, keepdim=True)
+    return flat @ flat.T
+
+
+def _weights(model: DecisionTransformer) -> dict[str, Tensor]:
+    return {"W_V": model.W_V.detach().cpu(), "W_O": model.W_O.detach().cpu(),
+            "W_U": model.W_U.detach().cpu(), "W_in": model.W_in.detach().cpu(),
+            "W_state": model.W_state.detach().cpu()}
+
+
+def _svd(model: DecisionTransformer) -> tuple[Tensor, Tensor, Tensor]:
+    return ov_svd(model.W_V.detach().cpu(), model.W_O.detach().cpu())
+
+
+def check_ov_circuits(ov_circuits: Callable[[Tensor, Tensor], Tensor], model: DecisionTransformer) -> None:
+    """``ov_circuits(W_V, W_O)`` must return ``[layer, head, d_model, d_model]`` OV matrices."""
+    weights = _weights(model)
+    expected = reference_ov_circuits(weights["W_V"], weights["W_O"])
+    actual = call_learner(ov_circuits, weights["W_V"].clone(), weights["W_O"].clone())
+    assert_tensors_close(
+        "ov_circuits(W_V, W_O)", actual, expected, atol=1e-5,
+        hint="For each layer and head, multiply W_V [d_model, d_head] by W_O [d_head, d_model] (in that order).",
+    )
+    passed("ov_circuits")
+
+
+def check_directions_onto(
+    directions_onto: Callable[[Tensor, Tensor, Tensor, int], Tensor], model: DecisionTransformer
+) -> None:
+    """``directions_onto(S, Vᵀ, readout, n)`` projects scaled right singular vectors onto readout columns."""
+    weights = _weights(model)
+    _, singular_values, right_singular = _svd(model)
+    for readout_name, readout, n_directions in (("W_U", weights["W_U"], 4), ("W_in[2]", weights["W_in"][2], 2)):
+        expected = reference_directions_onto(singular_values, right_singular, readout, n_directions)
+        actual = call_learner(directions_onto, singular_values.clone(), right_singular.clone(), readout.clone(),
+                              n_directions)
+        assert_tensors_close(
+            f"directions_onto(S, Vᵀ, {readout_name}, {n_directions})", actual, expected, atol=1e-4,
+            hint="The right singular vectors are the ROWS of Vᵀ (axis -2 indexes directions); keep the first n, "
+            "scale each by its singular value, then multiply by the readout.",
+        )
+    passed("directions_onto")
+
+
+def check_embedding_images(
+    embedding_images: Callable[[Tensor, Tensor, str, int], Tensor], model: DecisionTransformer
+) -> None:
+    """``embedding_images(U, W_state, channel, n)`` gives ``[layer, head, direction, x, y]`` scores."""
+    weights = _weights(model)
+    left_singular, _, _ = _svd(model)
+    for channel in ("key", "ball"):
+        expected = reference_embedding_images(left_singular, weights["W_state"], channel, 3)
+        actual = call_learner(embedding_images, left_singular.clone(), weights["W_state"].clone(), channel, 3)
+        assert_tensors_close(
+            f"embedding_images(U, W_state, {channel!r}, 3)", actual, expected, atol=1e-4,
+            hint="Left singular vectors are the COLUMNS of U (its last axis indexes directions); the channel's 49 "
+            "features start at channel * 49 and are ordered x * 7 + y, so reshape the last axis to (7, 7) as (x, y).",
+        )
+    passed("embedding_images")
+
+
+def check_ov_cosine_similarity(
+    ov_cosine_similarity: Callable[[Tensor], Tensor], model: DecisionTransformer
+) -> None:
+    """``ov_cosine_similarity(W_OV)`` gives the ``[24, 24]`` cosine similarities of the flattened OV matrices."""
+    weights = _weights(model)
+    W_OV = reference_ov_circuits(weights["W_V"], weights["W_O"])
+    expected = reference_ov_cosine_similarity(W_OV)
+    actual = call_learner(ov_cosine_similarity, W_OV.clone())
+    if isinstance(actual, Tensor) and actual.ndim == 4:
+        raise SelfCheckFailed(
+            "ov_cosine_similarity returned a 4D tensor; flatten (layer, head) into one axis of 24 heads "
+            "and compare the whole flattened d_model x d_model matrices."
+        )
+    assert_tensors_close(
+        "ov_cosine_similarity(W_OV)", actual, expected, atol=1e-4,
+        hint="Flatten each head's OV matrix into one vector of 65,536 numbers, normalise each vector to norm 1, "
+        "and take all the dot products (heads ordered L0H0, L0H1, ..., L2H7).",
+    )
+    passed("ov_cosine_similarity")
