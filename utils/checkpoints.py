@@ -106,7 +106,7 @@ def _entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
-def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+def _read_json(path: Path, fix: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -133,7 +133,7 @@ def load_config(name: str, directory: str | Path | None = None) -> dict[str, Any
     path = directory / CONFIG_FILE
     if not path.exists():
         raise CheckpointError(f"Checkpoint config {path} is missing. {_fix_hint(name, directory)}")
-    config = _read_json(path, "config", _fix_hint(name, directory))
+    config = _read_json(path, _fix_hint(name, directory))
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{path} has no 'model' section. {_fix_hint(name, directory)}")
     return config
@@ -145,7 +145,7 @@ def load_metrics(name: str, directory: str | Path | None = None) -> dict[str, An
     path = directory / METRICS_FILE
     if not path.exists():
         raise CheckpointError(f"Checkpoint metrics {path} is missing. {_fix_hint(name, directory)}")
-    return _read_json(path, "metrics", _fix_hint(name, directory))
+    return _read_json(path, _fix_hint(name, directory))
 
 
 def _check_state_dict(
@@ -190,7 +190,8 @@ def load_model(
     for path in (weights_path, hash_path, directory / CONFIG_FILE):
         if not path.exists():
             raise CheckpointError(f"Checkpoint file {path} is missing. {fix}")
-    recorded = hash_path.read_text().split()[0] if hash_path.read_text().strip() else ""
+    recorded_fields = hash_path.read_text().split()
+    recorded = recorded_fields[0] if recorded_fields else ""
     actual = sha256_of(weights_path)
     if recorded != actual:
         raise CheckpointError(
