@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from utils import load_metrics, load_model
-from utils.checkpoints import REPO_ROOT, checkpoint_dir
+from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, checkpoint_dir
 from utils.planarity import data
 from utils.planarity.model import DEFAULT_MODEL_CONFIG, PLANAR, as_adjacency_batch, build_model, predict
 
@@ -322,3 +322,16 @@ def test_shipped_model_reaches_the_floor_and_matches_its_metrics():
     assert accuracy >= 0.995
     assert accuracy == pytest.approx(metrics["validation_accuracy"], abs=1e-4)
     assert metrics["relabelling_agreement"] >= 0.99
+
+
+def test_the_bare_training_command_uses_the_shipped_checkpoints_recipe():
+    """`python -m utils.planarity train` with no flags trains with the recipe recorded beside the shipped weights."""
+    from utils.planarity.train import DEFAULT_TRAINING_CONFIG, parse_args
+
+    shipped = json.loads((TRAINED_MODELS_DIR / "planarity" / "config.json").read_text())
+    for key, value in DEFAULT_TRAINING_CONFIG.items():
+        assert shipped["training"][key] == value, f"training default {key}={value!r}, shipped checkpoint used {shipped['training'][key]!r}"
+    assert shipped["model"] == DEFAULT_MODEL_CONFIG
+    arguments = parse_args([])
+    assert (arguments.epochs, arguments.batch_size, arguments.lr) == (
+        shipped["training"]["epochs"], shipped["training"]["batch_size"], shipped["training"]["lr"])
