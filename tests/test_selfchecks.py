@@ -39,3 +39,15 @@ def test_each_self_check_fails_on_the_stub_and_passes_on_the_solution(path: Path
             checked += 1
         exec(compile(cell.source, f"{path.name}[{index}]", "exec"), namespace)
     assert checked >= 3, f"{path.name} should have at least three self-checked exercises"
+
+
+def test_assert_float_close_accepts_floats_and_one_element_tensors_only():
+    import torch
+
+    from utils.selfcheck import assert_float_close
+
+    assert_float_close("x", 0.5, 0.50001)
+    assert_float_close("x", torch.tensor(0.5), 0.5)
+    for wrong in (0.6, "0.5", None, torch.tensor([0.5, 0.5]), float("nan")):
+        with pytest.raises(SelfCheckFailed, match="x returned"):
+            assert_float_close("x", wrong, 0.5, hint="a hint")

@@ -59,6 +59,17 @@ def assert_tensors_close(
         )
 
 
+def assert_float_close(name: str, actual: Any, expected: float, *, atol: float = 1e-4, hint: str = "") -> None:
+    """Fail with a readable message unless ``actual`` is a Python float within ``atol`` of ``expected``.
+
+    A one-element tensor is accepted too (the learner forgot ``.item()``, which is harmless here).
+    """
+    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
+        actual = actual.item()
+    if not isinstance(actual, float) or not abs(actual - expected) <= atol:
+        raise SelfCheckFailed(f"{name} returned {actual!r}, expected {expected:.4f}. {hint}".strip())
+
+
 def passed(name: str) -> None:
     """Tell the learner a check passed."""
     print(f"\N{HEAVY CHECK MARK} {name}: matches the reference.")

@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from utils.planarity.circuit import composition_score, normalised_recovery, pattern_distance_metric
-from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
+from utils.selfcheck import assert_float_close, assert_tensors_close, call_learner, passed
 
 
 def reference_neighbour_attention(
@@ -64,13 +64,11 @@ def check_normalised_recovery(normalised_recovery_fn: Callable[[Tensor, Tensor, 
     for where, patched in cases:
         expected = normalised_recovery(patched, clean, corrupted)
         actual = call_learner(normalised_recovery_fn, patched.clone(), clean.clone(), corrupted.clone())
-        actual = actual.item() if isinstance(actual, Tensor) else actual
-        if not isinstance(actual, float) or abs(actual - expected) > 1e-4:
-            raise SelfCheckFailed(
-                f"normalised_recovery({where}) returned {actual!r}, expected {expected:.4f}. Average the "
-                "(planar - non-planar) logit difference over graphs for each run, then compute "
-                "(patched - corrupted) / (clean - corrupted), and return a Python float (.item())."
-            )
+        assert_float_close(
+            f"normalised_recovery({where})", actual, expected,
+            hint="Average the (planar - non-planar) logit difference over graphs for each run, then compute "
+            "(patched - corrupted) / (clean - corrupted), and return a Python float (.item()).",
+        )
     passed("normalised_recovery")
 
 
@@ -87,13 +85,11 @@ def check_pattern_distance_metric(
     for where, patched in cases:
         expected = pattern_distance_metric(patched, clean_pattern, corrupted_pattern)
         actual = call_learner(metric, patched.clone(), clean_pattern.clone(), corrupted_pattern.clone())
-        actual = actual.item() if isinstance(actual, Tensor) else actual
-        if not isinstance(actual, float) or abs(actual - expected) > 1e-4:
-            raise SelfCheckFailed(
-                f"pattern_distance_metric({where}) returned {actual!r}, expected {expected:.4f}. For each graph take "
-                "the Frobenius norm of (patched - clean) divided by that of (corrupted - clean), then average over "
-                "graphs (the mean of ratios, not the ratio of means), and return a Python float."
-            )
+        assert_float_close(
+            f"pattern_distance_metric({where})", actual, expected,
+            hint="For each graph take the Frobenius norm of (patched - clean) divided by that of (corrupted - clean), "
+            "then average over graphs (the mean of ratios, not the ratio of means), and return a Python float.",
+        )
     passed("pattern_distance_metric")
 
 
@@ -110,12 +106,11 @@ def check_composition_score(composition_score_fn: Callable[[Tensor, Tensor], flo
     for where, case_writer, case_reader in cases:
         expected = composition_score(case_writer, case_reader)
         actual = call_learner(composition_score_fn, case_writer.clone(), case_reader.clone())
-        actual = actual.item() if isinstance(actual, Tensor) else actual
-        if not isinstance(actual, float) or abs(actual - expected) > 1e-4:
-            raise SelfCheckFailed(
-                f"composition_score on {where} returned {actual!r}, expected {expected:.4f}. Use Frobenius norms "
-                "(torch.linalg.matrix_norm) of writer @ reader, writer and reader, and return a Python float."
-            )
+        assert_float_close(
+            f"composition_score on {where}", actual, expected,
+            hint="Use Frobenius norms (torch.linalg.matrix_norm) of writer @ reader, writer and reader, and return "
+            "a Python float.",
+        )
     passed("composition_score")
 
 
