@@ -14,9 +14,8 @@ from utils.selfcheck import SelfCheckFailed
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.set_grad_enabled(False)
-    return build_model(DEFAULT_MODEL_CONFIG).eval()
+def model(untrained_planarity_model):
+    return untrained_planarity_model
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +185,12 @@ def test_rebuild_resid_pre_1_check(model, setup):
 
     with pytest.raises(SelfCheckFailed, match="mlp"):
         circuit_checks.check_rebuild_resid_pre_1(forgets_the_mlp, model, setup.clean_components, setup.corrupted_components)
+
+
+def test_table_building_tools_work_with_autograd_on(model, graphs, setup):
+    """A learner who never called torch.set_grad_enabled(False) still gets tables, not a .numpy() error."""
+    with torch.enable_grad():
+        assert len(circuit.mean_ablation_table(model, graphs.adjacency[:4], graphs.labels[:4])) == 19
+        assert len(circuit.explain_attention_scores(model.run_with_cache(graphs.adjacency[:4])[1]["attn_scores", 0], graphs.adjacency[:4])) == 8
+        assert set(circuit.composition_scores(model)) == {"Q", "K", "V"}
+        assert len(circuit.exhaustive_path_patching(setup)) == 4 ** len(setup.component_names)

@@ -9,14 +9,13 @@ import torch
 from utils.planarity import neuron_checks, neurons
 from utils.planarity.checks import sample_graphs
 from utils.planarity.data import graph_from_adjacency
-from utils.planarity.model import DEFAULT_MODEL_CONFIG, PLANAR, build_model
+from utils.planarity.model import PLANAR
 from utils.selfcheck import SelfCheckFailed
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.set_grad_enabled(False)
-    return build_model(DEFAULT_MODEL_CONFIG).eval()
+def model(untrained_planarity_model):
+    return untrained_planarity_model
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,7 @@ def graph_features(
     }
 
 
+@torch.no_grad()
 def explain_attention_scores(
     scores: Float[Tensor, "graph head query_vertex key_vertex"],
     adjacency: Float[Tensor, "graph vertex vertex"],
@@ -162,6 +163,7 @@ def _head_hook(replacement: Callable[[Tensor], Tensor], head: int):
     return hook
 
 
+@torch.no_grad()
 def mean_ablation_table(
     model: PlanarityTransformer, adjacency: Float[Tensor, "graph vertex vertex"], labels: Int[Tensor, "graph"]
 ) -> pd.DataFrame:
@@ -223,6 +225,7 @@ def normalised_recovery(
             / (difference(clean_logits) - difference(corrupted_logits))).item()
 
 
+@torch.no_grad()
 def greedy_head_ranking(
     model: PlanarityTransformer,
     clean_adjacency: Float[Tensor, "graph vertex vertex"],
@@ -307,6 +310,7 @@ class PathPatchingSetup:
         return pattern_distance_metric(self.pattern(query_components, key_components), self.clean_pattern, self.corrupted_pattern)
 
 
+@torch.no_grad()
 def path_patching_setup(
     model: PlanarityTransformer,
     head: int,
@@ -325,6 +329,7 @@ def path_patching_setup(
     )
 
 
+@torch.no_grad()
 def exhaustive_path_patching(setup: PathPatchingSetup, chunk: int = 32) -> pd.DataFrame:
     """The metric for every pair (subset patched into the query, subset patched into the key).
 
@@ -415,6 +420,7 @@ def composition_score(
             / (torch.linalg.matrix_norm(writer) * torch.linalg.matrix_norm(reader))).item()
 
 
+@torch.no_grad()
 def composition_scores(model: PlanarityTransformer) -> dict[str, Float[Tensor, "writer reader_head"]]:
     """Q-, K- and V-composition scores of each layer-0 writer (embed, pos, each head's OV) with each layer-1 head.
 
@@ -434,6 +440,7 @@ def composition_scores(model: PlanarityTransformer) -> dict[str, Float[Tensor, "
     }
 
 
+@torch.no_grad()
 def random_composition_scores(
     writer_rank: int, reader_rank: int, d_model: int, n_samples: int = 200, seed: int = 0
 ) -> np.ndarray:

@@ -60,6 +60,7 @@ def layer0_qk_terms(model: PlanarityTransformer, head: int) -> dict[str, Float[T
 # The degree signal
 
 
+@torch.no_grad()
 def degree_probe(
     resid: Float[Tensor, "graph vertex d_model"], degree: Float[Tensor, "graph vertex"]
 ) -> tuple[float, Float[Tensor, "d_model"]]:
@@ -179,6 +180,7 @@ def maximal_planar_graphs(n_graphs: int, extra_edges: int = 0, seed: int = 0) ->
     return batch_from_adjacency(torch.stack(adjacency))
 
 
+@torch.no_grad()
 def accuracy_table(model: PlanarityTransformer, sets: dict[str, GraphBatch]) -> pd.DataFrame:
     """Edges, share planar and the model's accuracy for each named set of graphs."""
     rows = []
@@ -190,6 +192,7 @@ def accuracy_table(model: PlanarityTransformer, sets: dict[str, GraphBatch]) -> 
     return pd.DataFrame(rows).set_index("set")
 
 
+@torch.no_grad()
 def logit_attribution_table(
     model: PlanarityTransformer, sets: dict[str, Float[Tensor, "graph vertex vertex"]], groups: Sequence[str] | None = None
 ) -> pd.DataFrame:
