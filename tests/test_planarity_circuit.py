@@ -43,8 +43,8 @@ def test_head_results_match_transformer_lens_per_head_results(model, graphs):
 
 def test_components_add_up_to_the_residual_stream_and_scores_decompose(model, graphs):
     _, cache = model.run_with_cache(graphs.adjacency)
-    names, components = circuit.resid_pre_1_components(model, cache)
-    assert names[:2] == ["embed", "pos"] and names[-1] == "MLP 0" and len(names) == model.cfg.n_heads + 4
+    names, components = circuit.residual_components(model, cache, n_layers=1)
+    assert names[:2] == ["embed", "pos"] and names[-2:] == ["bias 0", "MLP 0"] and len(names) == model.cfg.n_heads + 4
     assert torch.allclose(components.sum(dim=0), cache["resid_pre", 1], atol=1e-4)
     attention = model.blocks[1].attn
     queries = torch.cat([components @ attention.W_Q[3], attention.b_Q[3].expand(1, *components.shape[1:3], -1)])

@@ -172,24 +172,25 @@ def mean_ablation_table(
     The mean is over the graphs of ``adjacency``, separately for each vertex position. One row per
     component (``"L.h"`` for heads, ``"MLP L"``), plus a ``"none"`` row for the intact model.
     """
+
+    def row(component: str, logits: Float[Tensor, "graph 2"]) -> dict[str, float | str]:
+        return {"component": component, "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
+                "logit difference": signed_logit_difference(logits, labels).mean().item()}
+
     logits, cache = model.run_with_cache(adjacency)
-    rows = [{"component": "none", "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
-             "logit difference": signed_logit_difference(logits, labels).mean().item()}]
+    rows = [row("none", logits)]
     for layer in range(model.cfg.n_layers):
         mean_z = cache["z", layer].mean(dim=0)  # [vertex, head, d_head]
         for head in range(model.cfg.n_heads):
-            mean = mean_z[:, head]
-            hook = _head_hook(lambda output, mean=mean: mean.expand_as(output), head)
-            ablated = model.run_with_hooks(adjacency, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])
-            rows.append({"component": f"{layer}.{head}", "accuracy": (ablated.argmax(-1) == labels).float().mean().item(),
-                         "logit difference": signed_logit_difference(ablated, labels).mean().item()})
+            hook = _head_hook(lambda output, mean=mean_z[:, head]: mean.expand_as(output), head)
+            rows.append(row(f"{layer}.{head}", model.run_with_hooks(adjacency, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])))
     for layer in range(model.cfg.n_layers):
-        mean_out = cache[f"blocks.{layer}.hook_mlp_out"].mean(dim=0)
-        ablated = model.run_with_hooks(
-            adjacency, fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", lambda output, hook, mean=mean_out: mean.expand_as(output))]
-        )
-        rows.append({"component": f"MLP {layer}", "accuracy": (ablated.argmax(-1) == labels).float().mean().item(),
-                     "logit difference": signed_logit_difference(ablated, labels).mean().item()})
+        mean_out = cache["mlp_out", layer].mean(dim=0)  # [vertex, d_model]
+
+        def replace_with_mean(output: Tensor, hook, mean: Tensor = mean_out) -> Tensor:
+            return mean.expand_as(output)
+
+        rows.append(row(f"MLP {layer}", model.run_with_hooks(adjacency, fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", replace_with_mean)])))
     return pd.DataFrame(rows)
 
 
@@ -379,21 +380,23 @@ def best_by_size(results: pd.DataFrame) -> pd.DataFrame:
 # Decomposing a layer-1 head's query and key
 
 
-def resid_pre_1_components(
-    model: PlanarityTransformer, cache: ActivationCache
+def residual_components(
+    model: PlanarityTransformer, cache: ActivationCache, n_layers: int | None = None
 ) -> tuple[list[str], Float[Tensor, "component graph vertex d_model"]]:
-    """The residual stream before layer 1 split into what wrote it: embed, pos, each layer-0 head, layer 0's bias, MLP0.
+    """The residual stream before block ``n_layers`` (default: the final one) split into what wrote it.
 
-    The components add up exactly to ``cache["resid_pre", 1]``.
+    Components: ``embed``, ``pos``, then for each block ``L.h`` (each head), ``bias L`` (the attention
+    output bias) and ``MLP L``. They add up exactly to ``cache["resid_pre", n_layers]`` (or to the
+    final residual stream); ``n_layers=1`` gives what layer 1 reads.
     """
+    n_layers = model.cfg.n_layers if n_layers is None else n_layers
     n_graphs = cache["hook_embed"].shape[0]
-    bias = model.blocks[0].attn.b_O.expand_as(cache["hook_embed"])
-    names = ["embed", "pos", *head_names(model, 0), "bias", "MLP 0"]
-    components = torch.stack([
-        cache["hook_embed"], cache["hook_pos_embed"].expand(n_graphs, -1, -1),
-        *head_results(model, cache, 0).unbind(dim=2), bias, cache["blocks.0.hook_mlp_out"],
-    ])
-    return names, components
+    names, parts = ["embed", "pos"], [cache["hook_embed"], cache["hook_pos_embed"].expand(n_graphs, -1, -1)]
+    for layer in range(n_layers):
+        names += [*head_names(model, layer), f"bias {layer}", f"MLP {layer}"]
+        parts += [*head_results(model, cache, layer).unbind(dim=2), model.blocks[layer].attn.b_O.expand_as(cache["hook_embed"]),
+                  cache["mlp_out", layer]]
+    return names, torch.stack(parts)
 
 
 def decompose_scores(

@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache
 
+from utils.planarity.circuit import residual_components  # notebook 1.3 uses it as neurons.residual_components
 from utils.planarity.data import N_VERTICES, GraphBatch, adjacency_from_graph, batch_from_adjacency
 from utils.planarity.model import NON_PLANAR, PLANAR, PlanarityTransformer
 
@@ -100,22 +101,6 @@ def neuron_degree_correlation(
 def logit_direction(model: PlanarityTransformer) -> Float[Tensor, "d_model"]:
     """``W_U[:, planar] − W_U[:, non-planar]``: the residual direction that makes the model say "planar"."""
     return model.W_U[:, PLANAR] - model.W_U[:, NON_PLANAR]
-
-
-def residual_components(
-    model: PlanarityTransformer, cache: ActivationCache
-) -> tuple[list[str], Float[Tensor, "component graph vertex d_model"]]:
-    """Everything written into the final residual stream: embed, pos, each head, each attention bias, each MLP.
-
-    The components add up exactly to the final residual stream.
-    """
-    n_graphs = cache["hook_embed"].shape[0]
-    names, parts = ["embed", "pos"], [cache["hook_embed"], cache["hook_pos_embed"].expand(n_graphs, -1, -1)]
-    for layer in range(model.cfg.n_layers):
-        heads = torch.einsum("gvhd,hdm->hgvm", cache["z", layer], model.W_O[layer])
-        names += [f"{layer}.{head}" for head in range(model.cfg.n_heads)] + [f"bias {layer}", f"MLP {layer}"]
-        parts += [*heads, model.blocks[layer].attn.b_O.expand_as(cache["hook_embed"]), cache["mlp_out", layer]]
-    return names, torch.stack(parts)
 
 
 def direct_logit_attribution(
