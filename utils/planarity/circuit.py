@@ -25,6 +25,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache
 
+from utils import causal
 from utils.planarity.model import NON_PLANAR, PLANAR, PlanarityTransformer
 
 # --------------------------------------------------------------------------------------------
@@ -152,46 +153,41 @@ def signed_logit_difference(
     return (logits[:, PLANAR] - logits[:, NON_PLANAR]) * sign
 
 
-def _head_hook(replacement: Callable[[Tensor], Tensor], head: int):
-    """A hook on ``hook_z`` that replaces one head's ``z`` (so its output ``z @ W_O``)."""
-
-    def hook(z: Float[Tensor, "graph vertex head d_head"], hook) -> Tensor:
-        z = z.clone()
-        z[:, :, head] = replacement(z[:, :, head])
-        return z
-
-    return hook
-
-
 @torch.no_grad()
-def mean_ablation_table(
-    model: PlanarityTransformer, adjacency: Float[Tensor, "graph vertex vertex"], labels: Int[Tensor, "graph"]
+def ablation_table(
+    model: PlanarityTransformer,
+    adjacency: Float[Tensor, "graph vertex vertex"],
+    labels: Int[Tensor, "graph"],
+    reference_adjacency: Float[Tensor, "reference vertex vertex"] | None = None,
+    kind: causal.AblationKind = "mean",
+    per_position: bool = True,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Accuracy and mean signed logit difference with each head or MLP replaced by its mean output.
+    """Accuracy and mean signed logit difference with each head or MLP ablated, one at a time.
 
-    The mean is over the graphs of ``adjacency``, separately for each vertex position. One row per
-    component (``"L.h"`` for heads, ``"MLP L"``), plus a ``"none"`` row for the intact model.
+    The ablated component's output is replaced as :func:`utils.causal.ablation_values` says
+    (``kind``: zero / mean / resample), from its activations on ``reference_adjacency`` (the
+    evaluated graphs themselves when ``None``). One row per component (``"L.h"`` for heads,
+    ``"MLP L"``), plus a ``"none"`` row for the intact model.
     """
+    names = [*causal.head_names(model), *causal.mlp_names(model)]
+    reference = causal.reference_cache(model, adjacency if reference_adjacency is None else reference_adjacency, names)
 
     def row(component: str, logits: Float[Tensor, "graph 2"]) -> dict[str, float | str]:
         return {"component": component, "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
                 "logit difference": signed_logit_difference(logits, labels).mean().item()}
 
-    logits, cache = model.run_with_cache(adjacency)
-    rows = [row("none", logits)]
-    for layer in range(model.cfg.n_layers):
-        mean_z = cache["z", layer].mean(dim=0)  # [vertex, head, d_head]
-        for head in range(model.cfg.n_heads):
-            hook = _head_hook(lambda output, mean=mean_z[:, head]: mean.expand_as(output), head)
-            rows.append(row(f"{layer}.{head}", model.run_with_hooks(adjacency, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])))
-    for layer in range(model.cfg.n_layers):
-        mean_out = cache["mlp_out", layer].mean(dim=0)  # [vertex, d_model]
-
-        def replace_with_mean(output: Tensor, hook, mean: Tensor = mean_out) -> Tensor:
-            return mean.expand_as(output)
-
-        rows.append(row(f"MLP {layer}", model.run_with_hooks(adjacency, fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", replace_with_mean)])))
+    rows = [row("none", model(adjacency))]
+    for name in names:
+        rows.append(row(name, causal.run_with_ablation(model, adjacency, [name], reference, kind, per_position, seed)))
     return pd.DataFrame(rows)
+
+
+def mean_ablation_table(
+    model: PlanarityTransformer, adjacency: Float[Tensor, "graph vertex vertex"], labels: Int[Tensor, "graph"]
+) -> pd.DataFrame:
+    """:func:`ablation_table` with each component replaced by its mean over ``adjacency``, per vertex position."""
+    return ablation_table(model, adjacency, labels, kind="mean", per_position=True)
 
 
 def patch_heads(
@@ -204,11 +200,7 @@ def patch_heads(
 
     Everything downstream of a patched head is recomputed, so this measures its total effect.
     """
-    hooks = []
-    for layer, head in heads:
-        clean = clean_cache["z", layer][:, :, head]
-        hooks.append((f"blocks.{layer}.attn.hook_z", _head_hook(lambda output, clean=clean: clean, head)))
-    return model.run_with_hooks(corrupted_adjacency, fwd_hooks=hooks)
+    return causal.run_with_patch(model, corrupted_adjacency, [f"{layer}.{head}" for layer, head in heads], clean_cache)
 
 
 def normalised_recovery(
