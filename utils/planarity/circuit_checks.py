@@ -13,7 +13,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from utils.planarity.circuit import composition_score, normalised_recovery, pattern_distance_metric
-from utils.selfcheck import assert_float_close, assert_tensors_close, call_learner, passed
+from utils.selfcheck import SelfCheckFailed, assert_float_close, assert_tensors_close, call_learner, passed
 
 
 def reference_neighbour_attention(
@@ -137,3 +137,148 @@ def check_rebuild_resid_pre_1(
             "model.blocks[0].mlp of that sum (the MLP reads the mixed stream).",
         )
     passed("rebuild_resid_pre_1")
+
+
+# --------------------------------------------------------------------------------------------
+# The craft exercises: ablation, patching, greedy search, faithfulness
+
+
+def _head_pairs(heads: list[str]) -> list[tuple[int, int]]:
+    return [tuple(int(part) for part in name.split(".")) for name in heads]  # type: ignore[misc]
+
+
+def _which_wrong(actual: Tensor, candidates: dict[str, Tensor], atol: float = 1e-4) -> str:
+    """The hint for the first typical wrong answer that ``actual`` matches, or ``""``."""
+    for hint, wrong in candidates.items():
+        if isinstance(actual, Tensor) and actual.shape == wrong.shape and torch.allclose(actual.float(), wrong, atol=atol):
+            return hint
+    return ""
+
+
+def check_mean_ablated_logits(
+    mean_ablated_logits: Callable[..., Tensor],
+    model: torch.nn.Module,
+    adjacency: Float[Tensor, "graph vertex vertex"],
+    reference_adjacency: Float[Tensor, "reference vertex vertex"],
+) -> None:
+    """``mean_ablated_logits(model, adjacency, heads, reference_adjacency)``: logits with ``heads`` mean-ablated.
+
+    Each ablated head's ``z`` becomes its mean over the reference graphs, per vertex position.
+    """
+    from utils import causal
+
+    names = causal.head_names(model)
+    reference = causal.reference_cache(model, reference_adjacency, names)
+    own = causal.reference_cache(model, adjacency, names)
+    for heads in (["0.0"], ["1.2", "0.7"], ["0.3", "0.6", "1.5"], []):
+        expected = causal.run_with_ablation(model, adjacency, heads, reference, "mean", per_position=True)
+        actual = call_learner(mean_ablated_logits, model, adjacency.clone(), list(heads), reference_adjacency.clone())
+        layers = sorted({name.split(".")[0] for name in heads})
+        wrong = {
+            "You replaced z by zeros: use its mean over the reference graphs (cache them, then .mean(dim=0)).":
+                causal.run_with_ablation(model, adjacency, heads, reference, "zero"),
+            "Your means come from the graphs being evaluated: take them from reference_adjacency instead.":
+                causal.run_with_ablation(model, adjacency, heads, own, "mean"),
+            "You averaged over vertex positions too: average over graphs only (dim 0), one mean per position.":
+                causal.run_with_ablation(model, adjacency, heads, reference, "mean", per_position=False),
+            "You ablated every head of the layer: replace only z[:, :, head] for the heads named.":
+                causal.run_with_ablation(model, adjacency, [f"{layer}.{head}" for layer in layers for head in range(8)], reference),
+        } if heads else {}
+        hint = _which_wrong(actual, wrong) or (
+            "Hook blocks.L.attn.hook_z, clone z, set z[:, :, h] to the reference mean of that head "
+            "(shape [vertex, d_head]) and return it; pass all hooks to model.run_with_hooks at once."
+        )
+        assert_tensors_close(f"mean_ablated_logits with heads {heads} ablated", actual, expected, atol=1e-4, hint=hint)
+    passed("mean_ablated_logits")
+
+
+def check_patched_logits(
+    patched_logits: Callable[..., Tensor],
+    model: torch.nn.Module,
+    clean_adjacency: Float[Tensor, "graph vertex vertex"],
+    corrupted_adjacency: Float[Tensor, "graph vertex vertex"],
+) -> None:
+    """``patched_logits(model, corrupted_adjacency, clean_cache, heads)``: corrupted run, ``heads`` from the clean run."""
+    from utils import causal
+
+    _, clean_cache = model.run_with_cache(clean_adjacency)
+    for heads in (["1.0"], ["0.0", "0.7"], ["1.0", "1.5", "0.2"], []):
+        expected = causal.run_with_patch(model, corrupted_adjacency, heads, clean_cache)
+        actual = call_learner(patched_logits, model, corrupted_adjacency.clone(), clean_cache, list(heads))
+        layers = sorted({name.split(".")[0] for name in heads})
+        wrong = {
+            "You patched every head of the layer: set only z[:, :, head] to the clean value.":
+                causal.run_with_patch(model, corrupted_adjacency, [f"{layer}.{head}" for layer in layers for head in range(8)], clean_cache),
+            "Nothing changed: did your hook return the patched tensor, and did you run the corrupted graphs with it?":
+                model(corrupted_adjacency),
+        } if heads else {}
+        hint = _which_wrong(actual, wrong) or (
+            "Run the corrupted graphs with a hook on blocks.L.attn.hook_z that sets z[:, :, h] to "
+            "clean_cache['z', L][:, :, h] for each patched head."
+        )
+        assert_tensors_close(f"patched_logits with heads {heads} patched", actual, expected, atol=1e-4, hint=hint)
+    passed("patched_logits")
+
+
+def check_greedy_head_search(
+    greedy_head_search: Callable[..., list[tuple[str, float]]],
+    model: torch.nn.Module,
+    clean_adjacency: Float[Tensor, "graph vertex vertex"],
+    corrupted_adjacency: Float[Tensor, "graph vertex vertex"],
+    n_steps: int = 3,
+) -> None:
+    """``greedy_head_search(model, clean, corrupted, n_steps)`` -> ``[(head name, recovery), ...]`` in order of choice."""
+    from utils.planarity.circuit import greedy_head_ranking
+
+    expected = greedy_head_ranking(model, clean_adjacency, corrupted_adjacency, n_steps=n_steps)
+    actual = call_learner(greedy_head_search, model, clean_adjacency.clone(), corrupted_adjacency.clone(), n_steps)
+    if not isinstance(actual, (list, tuple)) or len(actual) != n_steps:
+        raise SelfCheckFailed(
+            f"greedy_head_search should return a list of {n_steps} (head name, recovery) pairs, got {actual!r:.200}."
+        )
+    for step, ((name, recovery), (_, row)) in enumerate(zip(actual, expected.iterrows()), start=1):
+        if name != row["head added"]:
+            raise SelfCheckFailed(
+                f"At step {step} you chose head {name!r}, the reference chose {row['head added']!r}. At every step, try each "
+                "head not chosen yet patched TOGETHER with the heads chosen so far, and keep the one with the largest recovery."
+            )
+        assert_float_close(f"greedy_head_search's recovery at step {step}", recovery, float(row["recovery"]), atol=1e-4,
+                           hint="Score each candidate set with normalised_recovery(patched, clean, corrupted).")
+    passed("greedy_head_search")
+
+
+def check_circuit_faithfulness(
+    circuit_faithfulness: Callable[..., tuple[float, float]],
+    model: torch.nn.Module,
+    adjacency: Float[Tensor, "graph vertex vertex"],
+    labels: Tensor,
+    reference_adjacency: Float[Tensor, "reference vertex vertex"],
+) -> None:
+    """``circuit_faithfulness(model, adjacency, labels, circuit, reference_adjacency)`` -> ``(accuracy, logit difference ratio)``.
+
+    Every head outside ``circuit`` is mean-ablated (reference means per vertex position); the
+    ratio is the mean signed logit difference of that run over the intact model's.
+    """
+    from utils import causal
+    from utils.planarity.circuit import signed_logit_difference
+
+    heads = causal.head_names(model)
+    reference = causal.reference_cache(model, reference_adjacency, heads)
+    intact = signed_logit_difference(model(adjacency), labels).mean().item()
+    for circuit_heads in (["0.0", "0.7", "1.2"], heads, ["1.0", "1.5"]):
+        outside = [name for name in heads if name not in circuit_heads]
+        logits = causal.run_with_ablation(model, adjacency, outside, reference, "mean")
+        accuracy = (logits.argmax(-1) == labels).float().mean().item()
+        ratio = signed_logit_difference(logits, labels).mean().item() / intact
+        actual = call_learner(circuit_faithfulness, model, adjacency.clone(), labels.clone(), list(circuit_heads), reference_adjacency.clone())
+        if not isinstance(actual, (tuple, list)) or len(actual) != 2:
+            raise SelfCheckFailed(f"circuit_faithfulness should return (accuracy, logit difference ratio), got {actual!r:.200}.")
+        inside = causal.run_with_ablation(model, adjacency, circuit_heads, reference, "mean")
+        inside_ratio = signed_logit_difference(inside, labels).mean().item() / intact
+        hint = ("You ablated the circuit itself: ablate every head that is NOT in the circuit."
+                if isinstance(actual[1], float) and abs(actual[1] - inside_ratio) < 1e-4 and abs(inside_ratio - ratio) > 1e-3
+                else "Mean-ablate every head outside the circuit (means over the reference graphs, per vertex position); the "
+                "ratio divides the mean signed logit difference of that run by the intact model's.")
+        assert_float_close(f"circuit_faithfulness({circuit_heads})'s accuracy", actual[0], accuracy, atol=1e-4, hint=hint)
+        assert_float_close(f"circuit_faithfulness({circuit_heads})'s logit difference ratio", actual[1], ratio, atol=1e-3, hint=hint)
+    passed("circuit_faithfulness")
