@@ -165,9 +165,11 @@ def checkpoint_dir(name: str) -> Path:
 def _fix_hint(name: str, directory: Path) -> str:
     entry = _entry(name)
     relative = directory.relative_to(REPO_ROOT) if directory.is_relative_to(REPO_ROOT) else directory
+    shipped = directory.resolve() == (TRAINED_MODELS_DIR / entry.directory).resolve()
+    retrain = f"{entry.train_command} --ship --overwrite" if shipped else f"{entry.train_command} --out {relative}"
     return (
         f"Fix: restore it with `git checkout -- {relative}` (or re-download the repository), "
-        f"or retrain it with `{entry.train_command}`."
+        f"or retrain it with `{retrain}`."
     )
 
 
