@@ -45,14 +45,18 @@ def check_writable_folder(folder: str | Path, what: str, flag: str) -> Path:
     """Fail now, not after hours of training, when ``folder`` cannot be created or written.
 
     Raises ``ValueError`` naming ``flag`` (e.g. ``--out``) when ``folder`` is a file, lies under
-    a file, or does not accept a new file.
+    a file, or its nearest existing folder does not accept a new file. Creates nothing.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{flag} {folder} is a file, not a folder; pass a folder for the {what}")
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {folder} cannot be written ({existing} is a file); pass a folder you can write to")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, name = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        descriptor, name = tempfile.mkstemp(prefix=".write-test.", dir=existing)
         os.close(descriptor)
         os.unlink(name)
     except OSError as error:
