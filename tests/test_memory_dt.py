@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import utils
 from utils.checkpoints import checkpoint_dir, load_model
@@ -279,6 +281,42 @@ def test_policy_rejects_bad_inputs(model):
     policy.step = 50
     with pytest.raises(ValueError, match="reset"):
         policy.act(observation)
+
+
+@pytest.mark.parametrize("reward, message", [
+    (float("nan"), r"reward must be finite, got nan; pass the reward env.step returned"),
+    (float("inf"), r"reward must be finite, got inf"),
+    (-float("inf"), r"reward must be finite, got -inf"),
+    ("1.0", r"reward must be a number"),
+    (None, r"reward must be a number"),
+])
+@pytest.mark.parametrize("at_step", [0, 1])
+def test_policy_refuses_a_nan_or_infinite_reward(model, reward, message, at_step):
+    """A NaN reward used to give NaN returns-to-go and action 0 for the rest of the episode."""
+    policy = DecisionTransformerPolicy(model, target_return=0.892)
+    observation, _ = make_env().reset(seed=0)
+    for _ in range(at_step):
+        policy.act(observation, 0.0)
+    with pytest.raises(ValueError, match=message) as refused:
+        policy.act(observation, reward)
+    assert "\n" not in str(refused.value)
+    assert policy.step == at_step and torch.isfinite(policy.returns_to_go).all()  # nothing was recorded
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_policy_accepts_exactly_the_finite_rewards(model, reward):
+    policy = DecisionTransformerPolicy(model, target_return=0.5)
+    observation, _ = make_env().reset(seed=0)
+    policy.act(observation, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        valid = bool(np.isfinite(reward) and np.isfinite(np.float32(0.5) - np.float32(reward)))  # float32 context
+    try:
+        policy.act(observation, reward)
+    except ValueError as error:
+        assert not valid and "\n" not in str(error)
+    else:
+        assert valid and float(policy.returns_to_go[0, -1]) == pytest.approx(0.5 - reward, rel=1e-6, abs=1e-6)
 
 
 def test_evaluate_and_play_episode_report_consistent_outcomes(model):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils import load_metrics, load_model
 from utils.checkpoints import REPO_ROOT
@@ -113,3 +115,94 @@ def test_training_command_tiny_budget_writes_a_loadable_checkpoint_and_resumes(t
 def test_training_command_without_subcommand_prints_usage():
     result = subprocess.run([sys.executable, "-m", "utils.modular"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode != 0 and "usage: python -m utils.modular train" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Bad inputs: one-line errors naming the fix, never a silent answer or a TransformerLens traceback
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    return load_model("modular_addition", device="cpu")
+
+
+BAD_TOKENS = {
+    "minus one (was read as '=')": (torch.tensor([[5, -1, P]]), r"a and b must be numbers 0\.\.112.*got -1"),
+    "a, =, =": (torch.tensor([[5, P, P]]), r"got 113; put '=' only in the third place"),
+    "length 2": (torch.tensor([[5, 7]]), r"3 tokens \[a, b, =\], got length 2"),
+    "length 4": (torch.tensor([[5, 7, P, 1]]), r"got length 4"),
+    "token 114": (torch.tensor([[114, 7, P]]), r"got 114"),
+    "token 10_000": (torch.tensor([[1, 10_000, P]]), r"got 10000"),
+    "float tokens": (torch.tensor([[5.0, 7.0, 113.0]]), r"integer ids, got dtype torch.float32; convert with tokens.long\(\)"),
+    "no '=' at the end": (torch.tensor([[5, 7, 8]]), r"third token must be '=' \(id 113\), got 8"),
+    "three axes": (torch.zeros(2, 2, 3, dtype=torch.long), r"shape \[batch, 3\] or \[3\]"),
+    "a string": ("5 + 7 =", r"tensor of token ids"),
+    "a list": ([[5, 7, P]], r"tensor of token ids.*torch.tensor"),
+}
+
+
+@pytest.mark.parametrize("tokens, message", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+def test_model_refuses_bad_tokens_in_one_line(shipped_model, tokens, message):
+    for call in (shipped_model, shipped_model.run_with_cache):
+        with pytest.raises(ValueError, match=message) as refused:
+            call(tokens)
+        assert "\n" not in str(refused.value)
+
+
+def test_model_accepts_one_input_a_batch_and_a_residual_stream(shipped_model):
+    one = shipped_model(torch.tensor([5, 7, P]))
+    batch = shipped_model(torch.tensor([[5, 7, P], [100, 20, P]], dtype=torch.int32))
+    assert one.shape == (1, 3, P) and batch[:, -1].argmax(-1).tolist() == [12, 7]
+    residual = shipped_model(torch.tensor([[5, 7, P]]), stop_at_layer=0)
+    assert shipped_model(residual, start_at_layer=0)[:, -1].argmax(-1).item() == 12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 118), st.integers(-3, 118), st.integers(-3, 118)), min_size=1, max_size=6))
+def test_model_accepts_exactly_the_well_formed_inputs(shipped_model, rows):
+    tokens = torch.tensor(rows)
+    valid = all(0 <= a < P and 0 <= b < P and equals == P for a, b, equals in rows)
+    try:
+        logits = shipped_model(tokens)
+    except ValueError as error:
+        assert not valid and "\n" not in str(error)
+    else:
+        assert valid and logits[:, -1].argmax(-1).tolist() == [(a + b) % P for a, b, _ in rows]
+
+
+FOURIER_MISTAKES = {
+    "frequency 0 (was NaN everywhere)": (lambda: fourier.sum_direction_basis([0]), r"frequency 0 is the constant.*1\.\.56"),
+    "empty list (was a stack error)": (lambda: fourier.split_logits(torch.zeros(P, P, P), []), r"frequencies is empty"),
+    "aliased frequency": (lambda: fourier.sum_direction_basis([14, 99]), r"frequency 99 is outside 1\.\.56; it is the same wave as 14"),
+    "duplicate frequency": (lambda: fourier.sum_direction_basis([14, 14]), r"frequency 14 is listed twice"),
+    "negative frequency": (lambda: fourier.frequency_components(-3), r"outside 1\.\.56; it is the same wave as 3"),
+    "float frequency": (lambda: fourier.sum_direction_basis([14.0]), r"ints in 1\.\.56"),
+    "W_E with the '=' row": (lambda: fourier.embedding_frequency_norms(torch.zeros(P + 1, 128)), r"114 rows.*pass model.W_E\[:-1\]"),
+    "wrong number of rows": (lambda: fourier.embedding_frequency_norms(torch.zeros(50, 128)), r"113 rows\), got 50"),
+    "flat logits": (lambda: fourier.split_logits(torch.zeros(P * P, P), [14]), r"shape \[113, 113, c\].*einops"),
+    "flat activations": (lambda: fourier.neuron_frequency_fractions(torch.zeros(P * P, 4)), r"shape \[113, 113, neuron\]"),
+    "even p": (lambda: fourier.fourier_basis(10), r"odd p >= 3"),
+    "p = 1": (lambda: fourier.fourier_basis(1), r"odd p >= 3"),
+}
+
+
+@pytest.mark.parametrize("call, message", FOURIER_MISTAKES.values(), ids=FOURIER_MISTAKES.keys())
+def test_fourier_helpers_refuse_mistakes_in_one_line(call, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        call()
+    assert "\n" not in str(refused.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-200, 300), max_size=6))
+def test_frequency_lists_are_accepted_exactly_when_distinct_and_in_range(frequencies):
+    valid = bool(frequencies) and len(set(frequencies)) == len(frequencies) and all(1 <= k <= P // 2 for k in frequencies)
+    try:
+        directions = fourier.sum_direction_basis(frequencies)
+    except ValueError as error:
+        assert not valid and "\n" not in str(error)
+        assert any(fix in str(error) for fix in ("use frequencies in 1..56", "listed twice", "is empty"))
+    else:
+        assert valid and directions.shape == (2 * len(frequencies), P, P) and torch.isfinite(directions).all()
+        gram = directions.flatten(1) @ directions.flatten(1).T
+        assert torch.allclose(gram, torch.eye(len(gram)), atol=1e-4)  # orthonormal: no alias slipped through

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils import notebooks
 from utils.checkpoints import REPO_ROOT
@@ -108,3 +110,128 @@ def test_sync_writes_a_student_notebook_and_then_reports_nothing_stale(tmp_path:
     assert "raise NotImplementedError()" in student.cells[-1].source
     assert not nbformat.read(chapters / "9_test" / "9.1_test_solutions.ipynb", as_version=4).cells[-1].outputs
     assert notebooks.sync(check=True, chapters_dir=chapters) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The strict parser: a malformed region is refused, and no solution line reaches a student
+
+
+SECRET = "secret_answer = 42  # the solution"
+_NBGRADER = {"solution": True, "grade": False, "locked": False, "grade_id": "g", "schema_version": 3}
+
+MALFORMED = {
+    "marker after code on its line": f"def f():\n    y = 1  {notebooks.BEGIN}\n    {SECRET}\n    {notebooks.END}",
+    "end marker after code on its line": f"def f():\n    {notebooks.BEGIN}\n    {SECRET}  {notebooks.END}\n    return 1",
+    "END before BEGIN": f"{notebooks.END}\n{SECRET}\n{notebooks.BEGIN}",
+    "nested regions": f"{notebooks.BEGIN}\n{SECRET}\n{notebooks.BEGIN}\n{SECRET}\n{notebooks.END}\n{SECRET}\n{notebooks.END}",
+    "markers inside a triple-quoted string": f'text = """\n{notebooks.BEGIN}\n{SECRET}\n{notebooks.END}\n"""',
+    "markers inside single-line strings": f'a = "{notebooks.BEGIN}"\n{SECRET}\nb = "{notebooks.END}"',
+    "four hashes": f"#{notebooks.BEGIN}\n{SECRET}\n#{notebooks.END}",
+    "lower case": f"### begin solution\n{SECRET}\n### end solution",
+    "no space after hashes": f"###BEGIN SOLUTION\n{SECRET}\n###END SOLUTION",
+    "unclosed region": f"{notebooks.BEGIN}\n{SECRET}",
+    "END indented unlike its BEGIN": f"def f():\n    {notebooks.BEGIN}\n    {SECRET}\n{notebooks.END}",
+    "balanced but second region inverted": (
+        f"{notebooks.BEGIN}\nx = 1\n{notebooks.END}\n{notebooks.END}\n{SECRET}\n{notebooks.BEGIN}"
+    ),
+}
+
+
+@pytest.mark.parametrize("source", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_regions_are_refused_and_never_reach_the_student(tmp_path: Path, source: str):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = dict(_NBGRADER)
+    chapters = _write(tmp_path, cell)
+    with pytest.raises(notebooks.NotebookError) as refused:
+        notebooks.sync(chapters_dir=chapters)
+    message = str(refused.value)
+    assert "\n" not in message and "cell 0" in message and "line" in message
+    student = chapters / "9_test" / "9.1_test_exercises.ipynb"
+    assert not student.exists() or SECRET not in student.read_text()
+    with pytest.raises(notebooks.NotebookError):
+        notebooks.stub_solution_regions(source)
+
+
+def test_check_reports_a_malformed_notebook_instead_of_in_step(tmp_path: Path, capsys):
+    cell = nbformat.v4.new_code_cell(MALFORMED["marker after code on its line"])
+    cell.metadata["nbgrader"] = dict(_NBGRADER)
+    chapters = _write(tmp_path, cell)
+    assert notebooks.main(["--check"], chapters_dir=chapters) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "malformed solution marker" in error and "alone on a line" in error
+
+
+def test_markdown_regions_inside_a_code_fence_are_refused():
+    source = f"```\n{notebooks.BEGIN}\n{SECRET}\n{notebooks.END}\n```"
+    with pytest.raises(notebooks.NotebookError, match="fenced code block"):
+        notebooks.stub_solution_regions(source, "markdown")
+
+
+def test_several_regions_and_magics_are_stubbed():
+    source = (f"%matplotlib inline\ndef f():\n    {notebooks.BEGIN}\n    {SECRET}\n    {notebooks.END}\n"
+              f"\ndef g():\n    {notebooks.BEGIN}\n    return 2\n    {notebooks.END}\n")
+    stubbed = notebooks.stub_solution_regions(source)
+    assert SECRET not in stubbed and "return 2" not in stubbed
+    assert stubbed.count("raise NotImplementedError()") == 2 and stubbed.startswith("%matplotlib inline\ndef f():")
+
+
+# Property: for any mix of markers and lines, the parser either refuses the cell or stubs exactly
+# the regions of the reference reading (alternating BEGIN / END at the left margin), and no line
+# inside a region survives.
+
+_PIECES = st.sampled_from([
+    "BEGIN", "END", "code", "secret", f"x = 1  {notebooks.BEGIN}", f"#{notebooks.END}",
+    f'"{notebooks.BEGIN}"', '"""', "# a comment",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_PIECES, max_size=12))
+def test_parser_matches_the_reference_reading_or_refuses(pieces: list[str]):
+    lines, secret_count = [], 0
+    for piece in pieces:
+        if piece == "BEGIN":
+            lines.append(notebooks.BEGIN)
+        elif piece == "END":
+            lines.append(notebooks.END)
+        elif piece == "code":
+            lines.append("y = 0")
+        elif piece == "secret":
+            secret_count += 1
+            lines.append(f"secret_{secret_count} = {secret_count}")
+        else:
+            lines.append(piece)
+    source = "\n".join(lines)
+    markers = [line for line in lines if line in (notebooks.BEGIN, notebooks.END)]
+    quotes_before = [lines[:row].count('"""') for row, line in enumerate(lines)]
+    well_formed = bool(
+        markers
+        and all(marker == (notebooks.BEGIN if i % 2 == 0 else notebooks.END) for i, marker in enumerate(markers))
+        and len(markers) % 2 == 0
+        and not any(notebooks._MARKER_WORDS.search(line) and line not in markers for line in lines)
+        and lines.count('"""') % 2 == 0  # an unterminated string makes the cell unreadable
+        and all(quotes_before[row] % 2 == 0 for row, line in enumerate(lines) if line in markers)
+    )
+    try:
+        stubbed = notebooks.stub_solution_regions(source)
+    except notebooks.NotebookError as error:
+        assert not well_formed, f"refused a well-formed cell: {error}"
+        assert "\n" not in str(error)
+        return
+    assert markers or not any(notebooks._MARKER_WORDS.search(line) for line in lines)
+    if not markers:
+        return
+    assert well_formed, f"accepted a malformed cell:\n{source}"
+    expected, inside = [], False
+    for line in lines:
+        if line == notebooks.BEGIN:
+            inside = True
+            expected += ["# YOUR CODE HERE", "raise NotImplementedError()"]
+        elif line == notebooks.END:
+            inside = False
+        elif not inside:
+            expected.append(line)
+    assert stubbed == "\n".join(expected).rstrip("\n")
+    for line in lines:
+        if line.startswith("secret_") and line not in expected:
+            assert line not in stubbed

@@ -11,6 +11,8 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils import load_metrics, load_model
 from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, checkpoint_dir
@@ -96,6 +98,56 @@ def test_missing_or_broken_graph_files_name_the_fix(tmp_path: Path):
     broken.write_bytes(b"not an archive")
     with pytest.raises(ValueError, match="cannot be read.*make-data"):
         data.load_validation_set(broken)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.integers(max_value=0), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3)))
+def test_samplers_refuse_workers_that_are_not_a_positive_int(workers):
+    """workers=0 or -1 used to return an empty batch; now every sampler refuses it in one line."""
+    for sample in (lambda: data.balanced_dataset(12, workers=workers),
+                   lambda: data.gnm_batches([15], 4, workers=workers),
+                   lambda: data.planar_batch(2, workers=workers)):
+        with pytest.raises(ValueError, match=r"workers must be a positive number.*workers=1") as refused:
+            sample()
+        assert "\n" not in str(refused.value)
+
+
+def test_make_data_with_zero_workers_fails_and_leaves_the_set_alone(tmp_path: Path):
+    target = tmp_path / "validation.npz"
+    target.write_bytes(data.VALIDATION_PATH.read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.planarity", "make-data", "--workers", "0", "--out", str(target)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
+    assert "wrote" not in result.stdout
+    assert target.read_bytes() == data.VALIDATION_PATH.read_bytes()
+
+
+def test_validation_set_is_never_replaced_by_less_than_promised(tmp_path: Path, monkeypatch):
+    target = tmp_path / "validation.npz"
+    target.write_bytes(data.VALIDATION_PATH.read_bytes())
+    short = data.balanced_dataset(12, seed=3)
+    monkeypatch.setattr(data, "balanced_dataset", lambda *args, **kwargs: short)
+    with pytest.raises(ValueError, match="expected; .* was left unchanged"):
+        data.make_validation_set(target, workers=1)
+    assert target.read_bytes() == data.VALIDATION_PATH.read_bytes()
+
+
+def test_graph_sets_are_written_atomically(tmp_path: Path, monkeypatch):
+    target = tmp_path / "set.npz"
+    batch = data.balanced_dataset(12, seed=3)
+    data.save_graph_set(target, batch, seed=3)
+    before = target.read_bytes()
+
+    def crash(handle, **arrays):
+        handle.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.np, "savez_compressed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        data.save_graph_set(target, data.balanced_dataset(24, seed=4), seed=4)
+    assert target.read_bytes() == before and [path.name for path in tmp_path.iterdir()] == ["set.npz"]
 
 
 def test_gnm_batches_balanced_natural_and_the_rare_ends():

@@ -51,3 +51,33 @@ def test_assert_float_close_accepts_floats_and_one_element_tensors_only():
     for wrong in (0.6, "0.5", None, torch.tensor([0.5, 0.5]), float("nan")):
         with pytest.raises(SelfCheckFailed, match="x returned"):
             assert_float_close("x", wrong, 0.5, hint="a hint")
+
+
+def test_assert_float_close_accepts_any_real_number_type():
+    """A correct answer returned as np.float32, a Python int or a 0-d array used to be rejected."""
+    import numpy as np
+    import torch
+
+    from utils.selfcheck import assert_float_close
+
+    for right in (np.float32(2.0), np.float64(2.0), 2, np.int64(2), np.array(2.0), torch.tensor([2.0]),
+                  torch.tensor(2, dtype=torch.int32)):
+        assert_float_close("x", right, 2.0)
+    for wrong in (True, 2 + 0j, np.complex64(2), torch.tensor(2 + 0j), np.float32(2.5), float("inf")):
+        with pytest.raises(SelfCheckFailed, match="x returned") as failed:
+            assert_float_close("x", wrong, 2.0)
+        assert "\n" not in str(failed.value)
+
+
+def test_assert_tensors_close_refuses_a_complex_tensor():
+    """A complex tensor used to pass: converting it to float silently dropped the imaginary part."""
+    import torch
+
+    from utils.selfcheck import assert_tensors_close
+
+    expected = torch.tensor([1.0, 2.0])
+    assert_tensors_close("y", expected.clone(), expected)
+    with pytest.raises(SelfCheckFailed, match=r"y is complex \(dtype torch.complex64\).*\.real"):
+        assert_tensors_close("y", torch.tensor([1.0 + 5j, 2.0 + 0j]), expected)
+    with pytest.raises(SelfCheckFailed, match=r"y is complex"):
+        assert_tensors_close("y", torch.tensor([1.0 + 0j, 2.0 + 0j]), expected)  # even with zero imaginary part

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 
@@ -40,6 +41,11 @@ def assert_tensors_close(
     """Fail with a readable message unless ``actual`` is a tensor equal to ``expected`` within tolerance."""
     if not isinstance(actual, torch.Tensor):
         raise SelfCheckFailed(f"{name} should be a torch.Tensor, got {type(actual).__name__}.")
+    if actual.is_complex():
+        raise SelfCheckFailed(
+            f"{name} is complex (dtype {actual.dtype}), the reference is real; return real values "
+            f"(e.g. .real, or .abs() for magnitudes). {hint}".strip()
+        )
     if tuple(actual.shape) != tuple(expected.shape):
         raise SelfCheckFailed(
             f"{name} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}. {hint}".strip()
@@ -60,14 +66,22 @@ def assert_tensors_close(
 
 
 def assert_float_close(name: str, actual: Any, expected: float, *, atol: float = 1e-4, hint: str = "") -> None:
-    """Fail with a readable message unless ``actual`` is a Python float within ``atol`` of ``expected``.
+    """Fail with a readable message unless ``actual`` is a real number within ``atol`` of ``expected``.
 
-    A one-element tensor is accepted too (the learner forgot ``.item()``, which is harmless here).
+    Any real number is accepted: a Python float or int, a NumPy scalar (``np.float32``), or a
+    one-element tensor or array (the learner forgot ``.item()``, which is harmless here). A complex
+    number, a bool or a NaN fails with a message saying so.
     """
     if isinstance(actual, torch.Tensor) and actual.numel() == 1:
+        actual = actual.item()  # a complex tensor gives a Python complex, refused below
+    elif isinstance(actual, np.ndarray) and actual.size == 1:
         actual = actual.item()
-    if not isinstance(actual, float) or not abs(actual - expected) <= atol:
-        raise SelfCheckFailed(f"{name} returned {actual!r}, expected {expected:.4f}. {hint}".strip())
+    if isinstance(actual, (complex, np.complexfloating)):
+        raise SelfCheckFailed(f"{name} returned a complex number {actual!r}; return a real number. {hint}".strip())
+    if isinstance(actual, (bool, np.bool_)) or not isinstance(actual, (int, float, np.integer, np.floating)):
+        raise SelfCheckFailed(f"{name} returned {actual!r} ({type(actual).__name__}), expected a number near {expected:.4f}. {hint}".strip())
+    if not abs(float(actual) - expected) <= atol:
+        raise SelfCheckFailed(f"{name} returned {float(actual)!r}, expected {expected:.4f}. {hint}".strip())
 
 
 def passed(name: str) -> None:

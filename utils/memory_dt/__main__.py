@@ -20,6 +20,7 @@ USAGE = ("usage: python -m utils.memory_dt {train,make-data,evaluate} [options] 
 def make_data(argv: list[str]) -> None:
     import torch
 
+    from utils.files import atomic_path
     from utils.memory_dt.data import DEFAULT_DATA_CONFIG, make_demonstrations
 
     parser = argparse.ArgumentParser(prog="python -m utils.memory_dt make-data",
@@ -30,9 +31,11 @@ def make_data(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; pass a file path such as {args.out / 'memory_dt.pt'}")
     demonstrations = make_demonstrations(args.episodes, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(demonstrations.state_dict(), args.out)
+    with atomic_path(args.out) as temporary:  # an interrupted run keeps the previous file
+        torch.save(demonstrations.state_dict(), temporary)
     print(json.dumps(demonstrations.summary(), indent=2))
     print(f"wrote {args.out}")
 

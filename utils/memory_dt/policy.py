@@ -80,6 +80,28 @@ class DecisionTransformerPolicy:
             )
         return self.act_batch([observation], [reward])[0]
 
+    def _check_rewards(self, rewards: Sequence[float] | None) -> Tensor:
+        """The rewards as a float tensor, one per episode; a NaN, an infinity or a non-number is
+        refused (it would turn every later return-to-go into NaN and the action into 0)."""
+        if rewards is None:
+            return torch.zeros(self.n_episodes)
+        if isinstance(rewards, (str, bytes)) or not hasattr(rewards, "__len__"):
+            raise ValueError(f"rewards must be a list of numbers, one per episode, got {rewards!r}")
+        if len(rewards) != self.n_episodes:
+            raise ValueError(f"Got {len(rewards)} rewards for {self.n_episodes} episodes; pass one per episode")
+        values = []
+        for reward in rewards:
+            if isinstance(reward, Tensor) and reward.numel() == 1:
+                reward = reward.item()
+            if isinstance(reward, (bool, np.bool_)) or not isinstance(reward, (int, float, np.integer, np.floating)):
+                raise ValueError(f"reward must be a number (what env.step returned), got {reward!r}")
+            if not math.isfinite(float(reward)):
+                raise ValueError(
+                    f"reward must be finite, got {float(reward)}; pass the reward env.step returned (0.0 before the first step)"
+                )
+            values.append(float(reward))
+        return torch.tensor(values)
+
     @torch.no_grad()
     def act_batch(
         self, observations: Sequence[dict[str, Any]], rewards: Sequence[float] | None = None
@@ -106,16 +128,18 @@ class DecisionTransformerPolicy:
                     f"Observation image has shape {np.shape(observation['image'])}; expected (7, 7, 3), "
                     "the environment's 7x7 view"
                 )
+        received = self._check_rewards(rewards)
         device = self.states.device
         states = encode_observation(np.stack([observation["image"] for observation in observations]))
         if self.step == 0:
             returns = torch.full((self.n_episodes,), self.target_return, device=device)
         else:
-            received = torch.zeros(self.n_episodes) if rewards is None else torch.as_tensor(
-                [float(reward) for reward in rewards])
-            if received.shape != (self.n_episodes,):
-                raise ValueError(f"Got {received.shape[0]} rewards for {self.n_episodes} episodes")
             returns = self.returns_to_go[:, -1] - received.to(device)
+            if not bool(torch.isfinite(returns).all()):
+                raise ValueError(
+                    f"rewards {received.tolist()} make the return-to-go overflow float32; pass the rewards "
+                    "env.step returned (between 0 and 1 in this task)"
+                )
             self.actions = torch.cat([self.actions, self._last_actions[:, None]], dim=1)
         keep = self.context_timesteps
         self.states = torch.cat([self.states, states.to(device)[:, None]], dim=1)[:, -keep:]

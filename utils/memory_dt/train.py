@@ -5,7 +5,9 @@ them on the training device as flat tensors, and trains with AdamW on random 9-s
 (cross-entropy of the action taken at every real step of the window). A resumable state is saved
 every ``--resume-every`` steps under ``runs/memory_dt/``. At the end the policy plays 500 greedy
 episodes asking for the best possible return (0.892) and 500 asking for return 0, plus a small
-sweep of targets, and the checkpoint is written with :func:`utils.checkpoints.save_checkpoint`.
+sweep of targets, and the checkpoint is written with :func:`utils.checkpoints.save_checkpoint` to
+``runs/memory_dt`` (``--out DIR`` elsewhere; ``--ship`` to ``trained_models/memory_dt``, with
+``--overwrite`` to replace the shipped one).
 
 ``--tiny`` is a budget for CI and tests (``--steps 20 --episodes 10 --eval-episodes 4
 --batch-size 16``): seconds on a CPU, and a model that has learnt little.
@@ -22,12 +24,15 @@ from typing import Any
 
 import torch
 
-from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, move_to_device, save_checkpoint
+from utils.checkpoints import move_to_device, save_checkpoint
 from utils.device import get_device
+from utils.files import write_text
 from utils.memory_dt.data import DEFAULT_DATA_CONFIG, Demonstrations, make_demonstrations
 from utils.memory_dt.env import BEST_RETURN, CONFIGURATIONS
 from utils.memory_dt.model import DEFAULT_MODEL_CONFIG, DecisionTransformer, build_model
 from utils.memory_dt.policy import evaluate
+from utils.training import (add_output_arguments, check_output_arguments, load_resume_state, resume_failed,
+                            save_resume_state)
 
 DEFAULT_TRAINING_CONFIG: dict[str, Any] = {
     "data": DEFAULT_DATA_CONFIG,
@@ -57,21 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="demonstration episodes to generate")
     parser.add_argument("--eval-episodes", type=int, default=DEFAULT_TRAINING_CONFIG["eval_episodes"])
     parser.add_argument("--batch-size", type=int, default=DEFAULT_TRAINING_CONFIG["batch_size"])
-    parser.add_argument("--out", type=Path, default=TRAINED_MODELS_DIR / "memory_dt",
-                        help="where the checkpoint is written")
-    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "memory_dt",
-                        help="where the resumable state is kept")
-    parser.add_argument("--resume-every", type=int, default=500)
-    parser.add_argument("--fresh", action="store_true", help="ignore a saved resumable state")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    add_output_arguments(parser, "memory_dt", resume_every=500, unit="steps")
     parser.add_argument("--tiny", action="store_true",
                         help="CI budget: --steps 20 --episodes 10 --eval-episodes 4 --batch-size 16")
     args = parser.parse_args(argv)
     if args.tiny:
         args.steps, args.episodes, args.eval_episodes, args.batch_size = 20, 10, 4, 16
-    for name in ("steps", "episodes", "eval_episodes", "batch_size", "resume_every"):
+    for name in ("steps", "episodes", "eval_episodes", "batch_size"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_output_arguments(parser, args, "memory_dt")
     return args
 
 
@@ -122,15 +122,22 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step = 0
     resume_path = args.run_dir / "resume.pt"
     if resume_path.exists() and not args.fresh:
-        state = torch.load(resume_path, map_location=device, weights_only=True)
-        if json.loads(state["training_config"]) != training_config or state.get("device_type") != device.type:
+        state = load_resume_state(resume_path, device)
+        try:
+            saved_config = json.loads(state["training_config"])
+        except (KeyError, TypeError, ValueError):
+            raise resume_failed(resume_path) from None
+        if saved_config != training_config or state.get("device_type") != device.type:
             print(f"ignoring {resume_path}: it was made with a different configuration or device "
                   f"({state.get('device_type')}); starting afresh", flush=True)
         else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
-            step, log = int(state["step"]), json.loads(state["log"])
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
+                step, log = int(state["step"]), json.loads(state["log"])
+            except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+                raise resume_failed(resume_path) from None
             print(f"resuming from step {step} ({resume_path})", flush=True)
 
     train_started = time.time()
@@ -152,10 +159,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             if step % (10 * training_config["log_every"]) == 0 or step == training_config["steps"]:
                 print(f"step {step:5d}  loss {current:.4f}  ({time.time() - train_started:.0f}s)", flush=True)
         if step % args.resume_every == 0 or step == training_config["steps"]:
-            args.run_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "generator": generator.get_state(), "log": json.dumps(log),
-                        "training_config": json.dumps(training_config), "device_type": device.type}, resume_path)
+            save_resume_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "generator": generator.get_state(), "log": json.dumps(log),
+                               "training_config": json.dumps(training_config), "device_type": device.type},
+                              resume_path)
     train_seconds = time.time() - train_started
     return finish(model, demonstrations, training_config, log, args.out,
                   {"data": data_seconds, "train": train_seconds, "started": started})
@@ -206,6 +213,6 @@ def finish(model: DecisionTransformer, demonstrations: Demonstrations, training_
     }
     config = {"model": DEFAULT_MODEL_CONFIG, "training": training_config}
     save_checkpoint(model, out, config, metrics)
-    (out / "training_log.json").write_text(json.dumps({"losses": log}) + "\n")
+    write_text(out / "training_log.json", json.dumps({"losses": log}) + "\n")
     print(json.dumps({key: metrics[key] for key in metrics if key != "demonstrations"}, indent=2))
     return metrics

@@ -17,6 +17,6 @@ def load_training_log() -> dict[str, list[dict[str, Any]]]:
     if not path.exists():
         raise CheckpointError(
             f"{path} is missing. Fix: restore it with `git checkout -- trained_models/modular_addition` "
-            "or retrain with `python -m utils.modular train`."
+            "or retrain with `python -m utils.modular train --ship --overwrite`."
         )
     return json.loads(path.read_text())

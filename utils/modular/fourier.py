@@ -7,13 +7,63 @@ versions with these, and the training command uses them for its progress measure
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import einops
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from utils.modular.data import P, all_pairs, labels_for
+
+
+def _check_p(p: Any) -> int:
+    if isinstance(p, bool) or not isinstance(p, int) or p < 3 or p % 2 == 0:
+        raise ValueError(f"the basis here is for odd p >= 3, got p={p!r}; the course uses p={P}")
+    return p
+
+
+def check_frequencies(frequencies: Any, p: int = P) -> list[int]:
+    """The frequencies as a list of ints, each in ``1 .. (p-1)/2`` and listed once; else ``ValueError``.
+
+    Frequency 0 is the constant (no cos/sin pair), ``p - k`` is the same wave as ``k`` (cos equal,
+    sin negated), so both are refused with the frequency to use instead.
+    """
+    top = p // 2
+    if isinstance(frequencies, Tensor):
+        frequencies = frequencies.tolist()
+    if isinstance(frequencies, (int, str)) or not hasattr(frequencies, "__iter__"):
+        raise ValueError(f"frequencies must be a list of ints such as [14, 35], got {frequencies!r}")
+    frequencies = list(frequencies)
+    if not frequencies:
+        raise ValueError(f"frequencies is empty; pass at least one frequency in 1..{top}, e.g. the model's key frequencies")
+    seen: set[int] = set()
+    for frequency in frequencies:
+        if isinstance(frequency, bool) or not isinstance(frequency, (int, np.integer)):
+            raise ValueError(f"frequencies must be ints in 1..{top}, got {frequency!r} ({type(frequency).__name__})")
+        frequency = int(frequency)
+        if frequency == 0:
+            raise ValueError(f"frequency 0 is the constant and has no cos/sin pair; use frequencies in 1..{top}")
+        if not 1 <= frequency <= top:
+            alias = frequency % p
+            alias = min(alias, p - alias)
+            hint = f"; it is the same wave as {alias}" if alias else ""
+            raise ValueError(f"frequency {frequency} is outside 1..{top}{hint}; use frequencies in 1..{top}")
+        if frequency in seen:
+            raise ValueError(f"frequency {frequency} is listed twice; list each frequency once")
+        seen.add(frequency)
+    return [int(frequency) for frequency in frequencies]
+
+
+def _check_grid(values: Any, p: int, name: str, trailing: str) -> None:
+    if not isinstance(values, Tensor):
+        raise ValueError(f"{name} must be a torch tensor, got {type(values).__name__}")
+    if values.ndim < 2 or tuple(values.shape[:2]) != (p, p):
+        raise ValueError(
+            f"{name} must have shape [{p}, {p}{trailing}] (a by b), got {tuple(values.shape)}; reshape the "
+            f"{p * p} pairs with einops.rearrange(x, '(a b) ... -> a b ...', a={p})"
+        )
 
 
 def fourier_basis(p: int = P) -> tuple[Float[Tensor, "component input"], list[str]]:
@@ -22,8 +72,7 @@ def fourier_basis(p: int = P) -> tuple[Float[Tensor, "component input"], list[st
     Row 0 is the constant; rows ``2k-1`` and ``2k`` are ``cos`` and ``sin`` of frequency ``k``
     (``2 pi k x / p``) for ``k = 1 .. (p-1)/2``. Returns the basis and a name per row.
     """
-    if p % 2 == 0:
-        raise ValueError(f"the basis here is for odd p, got p={p}")
+    _check_p(p)
     inputs = torch.arange(p, dtype=torch.float64)
     rows = [torch.ones(p, dtype=torch.float64)]
     names = ["const"]
@@ -39,10 +88,22 @@ def fourier_basis(p: int = P) -> tuple[Float[Tensor, "component input"], list[st
 def embedding_frequency_norms(
     embedding: Float[Tensor, "input d_model"], p: int = P
 ) -> Float[Tensor, "frequency"]:
-    """Norm of the embedding along each frequency's cos and sin rows; entry ``k - 1`` is frequency ``k``."""
+    """Norm of the embedding along each frequency's cos and sin rows; entry ``k - 1`` is frequency ``k``.
+
+    ``embedding`` has one row per number ``0 .. p-1``: ``model.W_E[:-1]``, without the ``=`` row.
+    """
+    _check_p(p)
+    if not isinstance(embedding, Tensor) or embedding.ndim != 2:
+        raise ValueError(f"embedding must be a 2D tensor [input, d_model], got {getattr(embedding, 'shape', embedding)!r}")
+    if embedding.shape[0] == p + 1:
+        raise ValueError(
+            f"embedding has {p + 1} rows: the last is the '=' token, which is not a number; pass model.W_E[:-1]"
+        )
+    if embedding.shape[0] != p:
+        raise ValueError(f"embedding must have one row per number 0..{p - 1} ({p} rows), got {embedding.shape[0]}")
     in_fourier_basis = fourier_basis(p)[0].to(embedding.device, embedding.dtype) @ embedding
     return torch.stack(
-        [in_fourier_basis[frequency_components(k)].norm() for k in range(1, p // 2 + 1)]
+        [in_fourier_basis[frequency_components(k, p)].norm() for k in range(1, p // 2 + 1)]
     )
 
 
@@ -50,12 +111,15 @@ def fourier_2d(
     values: Float[Tensor, "a b *rest"], p: int = P
 ) -> Float[Tensor, "component_a component_b *rest"]:
     """2D Fourier transform over the ``a`` and ``b`` axes (any trailing axes are kept)."""
+    _check_p(p)
+    _check_grid(values, p, "values", ", ...")
     basis = fourier_basis(p)[0].to(values.device, values.dtype)
     return torch.einsum("ia,jb,ab...->ij...", basis, basis, values)
 
 
-def frequency_components(frequency: int) -> list[int]:
-    """Rows of the 1D basis that belong to ``frequency``: its cos and sin."""
+def frequency_components(frequency: int, p: int = P) -> list[int]:
+    """Rows of the 1D basis that belong to ``frequency`` (``1 .. (p-1)/2``): its cos and sin."""
+    frequency = check_frequencies([frequency], p)[0]
     return [2 * frequency - 1, 2 * frequency]
 
 
@@ -67,12 +131,13 @@ def neuron_frequency_fractions(
     A neuron "uses" frequency ``k`` through the 2D Fourier components whose ``a`` and ``b`` parts
     are each the constant or ``cos k`` / ``sin k``. Column ``k - 1`` is frequency ``k``.
     """
+    _check_grid(neuron_activations, p, "neuron_activations", ", neuron")
     coefficients = fourier_2d(neuron_activations, p)
     coefficients[0, 0] = 0.0  # the mean is not variance
     total = coefficients.pow(2).sum(dim=(0, 1))
     fractions = []
     for frequency in range(1, p // 2 + 1):
-        rows = [0, *frequency_components(frequency)]
+        rows = [0, *frequency_components(frequency, p)]
         block = coefficients[rows][:, rows]
         fractions.append(block.pow(2).sum(dim=(0, 1)) / total.clamp_min(1e-12))
     return torch.stack(fractions, dim=1)
@@ -95,6 +160,10 @@ def key_frequencies(
     Each neuron gets the frequency that explains most of its variance; a frequency is "key" when
     at least ``min_neurons`` neurons are explained to at least ``min_fraction`` by it.
     """
+    if not (isinstance(min_fraction, (int, float)) and 0 < min_fraction <= 1):
+        raise ValueError(f"min_fraction must lie in (0, 1], got {min_fraction!r}")
+    if isinstance(min_neurons, bool) or not isinstance(min_neurons, int) or min_neurons < 1:
+        raise ValueError(f"min_neurons must be a positive int, got {min_neurons!r}")
     fractions = neuron_frequency_fractions(neuron_activations_grid(model, p), p)
     best_fraction, best_index = fractions.max(dim=1)
     counts = torch.bincount(best_index[best_fraction >= min_fraction], minlength=p // 2)
@@ -104,7 +173,11 @@ def key_frequencies(
 def sum_direction_basis(
     frequencies: list[int], p: int = P
 ) -> Float[Tensor, "direction a b"]:
-    """Orthonormal ``a x b`` patterns ``cos(w(a+b))`` and ``sin(w(a+b))`` for each frequency."""
+    """Orthonormal ``a x b`` patterns ``cos(w(a+b))`` and ``sin(w(a+b))`` for each frequency.
+
+    ``frequencies`` must be distinct, in ``1 .. (p-1)/2`` (see :func:`check_frequencies`).
+    """
+    frequencies = check_frequencies(frequencies, _check_p(p))
     a = torch.arange(p, dtype=torch.float64)[:, None]
     b = torch.arange(p, dtype=torch.float64)[None, :]
     patterns = []
@@ -123,6 +196,7 @@ def split_logits(
     Returns ``(restricted, excluded)``: ``restricted`` keeps each output's mean plus its
     projection onto the key-frequency patterns; ``excluded`` is the logits minus that projection.
     """
+    _check_grid(logits, p, "logits", ", c")
     directions = sum_direction_basis(frequencies, p).to(logits.device, logits.dtype)
     coefficients = torch.einsum("dab,abc->dc", directions, logits)
     along_key = torch.einsum("dab,dc->abc", directions, coefficients)

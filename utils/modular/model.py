@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from utils.modular.data import P
@@ -23,10 +25,57 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
 }
 
 
-def build_model(model_config: dict[str, Any]) -> HookedTransformer:
+class ModularAdditionTransformer(HookedTransformer):
+    """A ``HookedTransformer`` that reads ``[a, b, =]`` and checks that it was given exactly that.
+
+    Calling it (or ``run_with_cache`` / ``run_with_hooks``) with token ids checks them first and
+    raises a one-line ``ValueError`` instead of a silent wrong answer (``-1`` would be read as
+    ``=``, ``[a, =, =]`` and length 2 would run) or an error deep inside TransformerLens (ids
+    ``>= 114``, length 4, float tokens). A residual stream (``start_at_layer=...``) is not checked.
+    """
+
+    def forward(self, input: Any, *args: Any, check_input: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Logits ``[batch, 3, p]`` for tokens ``[batch, 3]`` (see ``HookedTransformer.forward``);
+        ``check_input=False`` skips the check (the training loop, whose inputs are known good)."""
+        start_at_layer = kwargs.get("start_at_layer", args[4] if len(args) > 4 else None)
+        if check_input and start_at_layer is None:
+            check_tokens(input, p=self.cfg.d_vocab_out)
+        return super().forward(input, *args, **kwargs)
+
+
+def check_tokens(tokens: Any, p: int = P) -> None:
+    """Raise ``ValueError`` unless ``tokens`` is an integer tensor ``[batch, 3]`` (or ``[3]``) of
+    inputs ``[a, b, =]`` with ``a, b`` in ``0 .. p-1`` and ``=`` the id ``p``."""
+    example = f"e.g. torch.tensor([[5, 7, {p}]]) or utils.modular.data.all_pairs()"
+    if isinstance(tokens, (str, list, tuple)):
+        raise ValueError(f"the model takes a tensor of token ids [a, b, =], not {type(tokens).__name__}; pass {example}")
+    if not isinstance(tokens, Tensor):
+        raise ValueError(f"tokens must be a torch tensor of ids [a, b, =], got {type(tokens).__name__}; pass {example}")
+    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}; convert with tokens.long()")
+    if tokens.ndim not in (1, 2):
+        raise ValueError(f"tokens must have shape [batch, 3] or [3], got {tuple(tokens.shape)}; pass {example}")
+    if tokens.shape[-1] != 3:
+        raise ValueError(
+            f"each input is 3 tokens [a, b, =], got length {tokens.shape[-1]} (shape {tuple(tokens.shape)}); pass {example}"
+        )
+    if tokens.numel() == 0:
+        return
+    numbers, equals = tokens[..., :2], tokens[..., 2]
+    if int(numbers.min()) < 0 or int(numbers.max()) >= p:
+        bad = numbers[(numbers < 0) | (numbers >= p)]
+        raise ValueError(
+            f"a and b must be numbers 0..{p - 1} ({p} is '='), got {int(bad[0])}; put '=' only in the third place, "
+            f"and reduce numbers mod {p}"
+        )
+    if bool((equals != p).any()):
+        raise ValueError(f"the third token must be '=' (id {p}), got {int(equals[equals != p][0])}; inputs are [a, b, {p}]")
+
+
+def build_model(model_config: dict[str, Any]) -> ModularAdditionTransformer:
     """A freshly initialised model for ``model_config`` (keys of ``HookedTransformerConfig``)."""
     config = HookedTransformerConfig(**model_config, device="cpu")
-    model = HookedTransformer(config, move_to_device=False)
+    model = ModularAdditionTransformer(config, move_to_device=False)
     # Biases stay at zero, as in the original grokking set-up: every computation is in the weights.
     for name, parameter in model.named_parameters():
         if name.split(".")[-1].startswith("b_"):

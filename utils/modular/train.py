@@ -3,7 +3,8 @@
 Full-batch AdamW on 30% of all pairs, as in the original grokking experiments. The run saves a
 resumable state every ``--resume-every`` epochs under ``runs/modular_addition/``, so a killed
 run picks up where it stopped. At the end it writes the checkpoint (see :mod:`utils.checkpoints`)
-plus ``training_log.json``: train and test loss every ``--log-every`` epochs, and progress measures
+to ``runs/modular_addition/`` (``--out DIR`` elsewhere; ``--ship`` to ``trained_models/``, with
+``--overwrite`` to replace the shipped one) plus ``training_log.json``: train and test loss every ``--log-every`` epochs, and progress measures
 (restricted loss, excluded loss, total squared weight) computed on weight snapshots with the final
 model's key frequencies.
 """
@@ -18,8 +19,11 @@ from typing import Any
 
 import torch
 
-from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, move_to_device, save_checkpoint
+from utils.checkpoints import move_to_device, save_checkpoint
 from utils.device import get_device
+from utils.files import write_text
+from utils.training import (add_output_arguments, check_output_arguments, check_positive, load_resume_state,
+                            resume_failed, save_resume_state)
 from utils.modular import fourier
 from utils.modular.data import P, all_pairs, labels_for, train_test_split
 from utils.modular.model import DEFAULT_MODEL_CONFIG, build_model
@@ -42,14 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m utils.modular train", description=__doc__)
     parser.add_argument("--max-epochs", type=int, default=DEFAULT_TRAINING_CONFIG["max_epochs"])
     parser.add_argument("--stop-test-loss", type=float, default=DEFAULT_TRAINING_CONFIG["stop_test_loss"])
-    parser.add_argument("--out", type=Path, default=TRAINED_MODELS_DIR / "modular_addition",
-                        help="where the checkpoint is written")
-    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "modular_addition",
-                        help="where the resumable state is kept")
-    parser.add_argument("--resume-every", type=int, default=1000)
-    parser.add_argument("--fresh", action="store_true", help="ignore a saved resumable state")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    return parser.parse_args(argv)
+    add_output_arguments(parser, "modular_addition", resume_every=1000, unit="epochs")
+    args = parser.parse_args(argv)
+    check_positive(parser, args, "max_epochs", "stop_test_loss")
+    check_output_arguments(parser, args, "modular_addition")
+    return args
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,11 +76,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start_epoch = 0
     resume_path = args.run_dir / "resume.pt"
     if resume_path.exists() and not args.fresh:
-        state = torch.load(resume_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, log = int(state["epoch"]), json.loads(state["log"])
-        snapshots = {int(epoch): weights for epoch, weights in state["snapshots"].items()}
+        state = load_resume_state(resume_path, device)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, log = int(state["epoch"]), json.loads(state["log"])
+            snapshots = {int(epoch): weights for epoch, weights in state["snapshots"].items()}
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+            raise resume_failed(resume_path) from None
         print(f"resuming from epoch {start_epoch} ({resume_path})", flush=True)
 
     started = time.time()
@@ -87,7 +91,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     test_loss = float("inf")
     while epoch < training_config["max_epochs"]:
         model.train()
-        train_loss = fourier.cross_entropy(model(train_tokens)[:, -1, :], train_labels)
+        train_loss = fourier.cross_entropy(model(train_tokens, check_input=False)[:, -1, :], train_labels)
         train_loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -95,7 +99,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if epoch % training_config["log_every"] == 0 or epoch == 1:
             with torch.no_grad():
                 model.eval()
-                test_loss = float(fourier.cross_entropy(model(test_tokens)[:, -1, :], test_labels))
+                test_loss = float(fourier.cross_entropy(model(test_tokens, check_input=False)[:, -1, :], test_labels))
             log.append({"epoch": epoch, "train_loss": float(train_loss.detach()), "test_loss": test_loss})
             if epoch % (10 * training_config["log_every"]) == 0:
                 print(f"epoch {epoch:6d}  train {float(train_loss.detach()):.3e}  test {test_loss:.3e}  "
@@ -103,9 +107,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if epoch % training_config["snapshot_every"] == 0:
             snapshots[epoch] = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
         if epoch % args.resume_every == 0:
-            args.run_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "log": json.dumps(log), "snapshots": snapshots}, resume_path)
+            save_resume_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                               "log": json.dumps(log), "snapshots": snapshots}, resume_path)
         if test_loss < training_config["stop_test_loss"]:
             print(f"test loss {test_loss:.3e} below {training_config['stop_test_loss']:.0e} at epoch {epoch}")
             break
@@ -144,6 +147,6 @@ def finish(model, training_config, log, snapshots, train_indices, out: Path, sec
     model.load_state_dict(final_state)
     config = {"model": DEFAULT_MODEL_CONFIG, "training": training_config}
     save_checkpoint(model, out, config, metrics)
-    (out / "training_log.json").write_text(json.dumps({"losses": log, "progress_measures": progress}) + "\n")
+    write_text(out / "training_log.json", json.dumps({"losses": log, "progress_measures": progress}) + "\n")
     print(json.dumps(metrics, indent=2))
     return metrics

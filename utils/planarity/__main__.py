@@ -24,9 +24,14 @@ def make_data(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=data.VALIDATION_PATH)
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}; leave it out for one per core")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; pass a file path such as {args.out / 'validation.npz'}")
     started = time.time()
     path = data.make_validation_set(args.out, args.workers)
-    print(f"wrote {data.VALIDATION_SIZE:,} graphs (seed {data.VALIDATION_SEED}) to {path} "
+    written = len(data.load_graph_set(path)[0].labels)  # report what is on disk, not what was asked
+    print(f"wrote {written:,} graphs (seed {data.VALIDATION_SEED}) to {path} "
           f"({path.stat().st_size:,} bytes) in {time.time() - started:.1f}s")
 
 

@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from utils.files import atomic_path
+
 N_VERTICES = 10
 N_PAIRS = N_VERTICES * (N_VERTICES - 1) // 2  # 45 possible edges
 TRAIN_EDGE_COUNTS: tuple[int, ...] = tuple(range(15, 21))
@@ -271,6 +273,8 @@ def _sample_classes(
     Returns ``{m: (planar_masks, non_planar_masks, draws)}``; a class may come back short when
     ``max_draws`` graphs of that edge count did not contain enough of it.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     found: dict[int, list[list[np.ndarray]]] = {m: [[], []] for m in wanted}
     next_chunk = {m: 0 for m in wanted}
     while True:
@@ -337,7 +341,15 @@ def _check_edge_counts(edge_counts: Sequence[int]) -> list[int]:
 
 
 def _resolve_workers(workers: int | None) -> int:
-    return default_workers() if workers is None else int(workers)
+    """``None`` means one process per core; otherwise a positive int (1: no process pool)."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(
+            f"workers must be a positive number of processes, got {workers!r}; use workers=1 for no "
+            "process pool or workers=None for one per core"
+        )
+    return int(workers)
 
 
 def balanced_dataset(
@@ -554,15 +566,15 @@ def relabel_vertices(
 def save_graph_set(path: str | Path, batch: GraphBatch, **metadata: int | list[int]) -> Path:
     """Write a labelled set compactly: 45 edge bits packed into 6 bytes per graph, in an ``.npz``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     masks = edge_masks_from_adjacency(batch.adjacency)
-    np.savez_compressed(
-        path,
-        packed_edges=np.packbits(masks, axis=1),
-        labels=batch.labels.numpy().astype(np.uint8),
-        n_vertices=np.int64(N_VERTICES),
-        **{key: np.asarray(value, dtype=np.int64) for key, value in metadata.items()},
-    )
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:  # a crash keeps the old file
+        np.savez_compressed(
+            handle,
+            packed_edges=np.packbits(masks, axis=1),
+            labels=batch.labels.numpy().astype(np.uint8),
+            n_vertices=np.int64(N_VERTICES),
+            **{key: np.asarray(value, dtype=np.int64) for key, value in metadata.items()},
+        )
     return path
 
 
@@ -593,8 +605,21 @@ def load_graph_set(path: str | Path, fix: str = "regenerate it") -> tuple[GraphB
 
 
 def make_validation_set(path: str | Path = VALIDATION_PATH, workers: int | None = None) -> Path:
-    """Generate the committed validation set (``python -m utils.planarity make-data``)."""
+    """Generate the committed validation set (``python -m utils.planarity make-data``).
+
+    The file is replaced only once all ``VALIDATION_SIZE`` graphs, exactly balanced, are in
+    hand, and atomically: whatever goes wrong, the committed set is never replaced by less.
+    """
     batch = balanced_dataset(VALIDATION_SIZE, TRAIN_EDGE_COUNTS, VALIDATION_SEED, workers)
+    counts = {(m, label) for m in TRAIN_EDGE_COUNTS for label in (0, 1)}
+    per_class = VALIDATION_SIZE // len(counts)
+    for m, label in counts:
+        got = int(((batch.edge_counts == m) & (batch.labels == label)).sum())
+        if got != per_class:
+            raise ValueError(
+                f"generated {got} {'planar' if label else 'non-planar'} graphs with {m} edges, {per_class} "
+                f"expected; {Path(path)} was left unchanged (report this as a bug)"
+            )
     return save_graph_set(
         path, batch, seed=VALIDATION_SEED, edge_counts=list(TRAIN_EDGE_COUNTS), chunk_draws=CHUNK_DRAWS
     )

@@ -8,7 +8,8 @@ is a free augmentation). AdamW with a one-cycle learning-rate schedule.
 
 A resumable state is written to ``runs/planarity/resume.pt`` every ``--resume-every`` epochs; a
 killed run started again with the same arguments picks up there (``--fresh`` ignores it). At
-the end the checkpoint goes to ``trained_models/planarity`` (or ``--out``) with its config and
+the end the checkpoint goes to ``runs/planarity`` (``--out DIR`` elsewhere; ``--ship`` to
+``trained_models/planarity``, with ``--overwrite`` to replace the shipped one) with its config and
 metrics (see :mod:`utils.checkpoints`), plus ``training_log.json`` with per-epoch numbers.
 
 CI runs a tiny budget: ``python -m utils.planarity train --epochs 1 --train-size 144 --batch-size 64
@@ -21,16 +22,18 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from utils.checkpoints import REPO_ROOT, TRAINED_MODELS_DIR, move_to_device, save_checkpoint
+from utils.checkpoints import move_to_device, save_checkpoint
 from utils.device import get_device
+from utils.files import write_text
 from utils.planarity import data
 from utils.planarity.model import DEFAULT_MODEL_CONFIG, PlanarityTransformer, build_model
+from utils.training import (add_output_arguments, check_output_arguments, check_positive, load_resume_state,
+                            resume_failed, save_resume_state)
 
 DEFAULT_TRAINING_CONFIG: dict[str, Any] = {
     "train_size": data.TRAIN_SIZE,
@@ -65,23 +68,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-relabel", action="store_true", help="do not rename vertices at random")
     parser.add_argument("--eval-graphs", type=int, default=2_000,
                         help="fresh graphs per edge count for the final metrics")
-    parser.add_argument("--out", type=Path, default=TRAINED_MODELS_DIR / "planarity",
-                        help="where the checkpoint is written")
-    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "planarity",
-                        help="where the resumable state is kept")
-    parser.add_argument("--resume-every", type=int, default=10, help="epochs between resumable states")
-    parser.add_argument("--fresh", action="store_true", help="ignore a saved resumable state")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    add_output_arguments(parser, "planarity", resume_every=10, unit="epochs")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes that generate graphs (default: one per core; the data do not depend on it)")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "train_size", "eval_graphs", "resume_every"):
+    for name in ("epochs", "batch_size", "train_size", "eval_graphs"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_positive(parser, args, "lr")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}; leave it out for one per core")
     if args.train_size % 12:
         parser.error(f"--train-size must be a multiple of 12 (6 edge counts x 2 classes), got {args.train_size}")
     if args.batch_size > args.train_size:
         parser.error(f"--batch-size {args.batch_size} is larger than --train-size {args.train_size}")
+    check_output_arguments(parser, args, "planarity")
     return args
 
 
@@ -114,19 +115,25 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start_epoch, seconds_before = 0, 0.0
     resume_path = args.run_dir / "resume.pt"
     if resume_path.exists() and not args.fresh:
-        state = torch.load(resume_path, map_location=device, weights_only=True)
-        saved_config = json.loads(state["training_config"])
+        state = load_resume_state(resume_path, device)
+        try:
+            saved_config = json.loads(state["training_config"])
+        except (KeyError, TypeError, ValueError):
+            raise resume_failed(resume_path) from None
         if saved_config != training_config:
             changed = sorted(key for key in training_config if saved_config.get(key) != training_config[key])
             raise SystemExit(
                 f"{resume_path} was saved by a run with different settings ({', '.join(changed)}); "
                 "rerun with the same arguments, or pass --fresh to start over"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, log = int(state["epoch"]), json.loads(state["log"])
-        seconds_before = float(state["seconds"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, log = int(state["epoch"]), json.loads(state["log"])
+            seconds_before = float(state["seconds"])
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+            raise resume_failed(resume_path) from None
         print(f"resuming from epoch {start_epoch} ({resume_path})", flush=True)
 
     generator = torch.Generator(device=device)
@@ -162,8 +169,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         })
         print(f"epoch {epoch + 1:3d}  train loss {log[-1]['train_loss']:.4f}  val loss {validation_loss:.4f} acc {validation_accuracy:.4f}  ({seconds:.0f}s)", flush=True)
         if (epoch + 1) % args.resume_every == 0 and epoch + 1 < training_config["epochs"]:
-            args.run_dir.mkdir(parents=True, exist_ok=True)
-            torch.save({
+            save_resume_state({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "log": json.dumps(log),
                 "seconds": seconds, "training_config": json.dumps(training_config),
@@ -275,6 +281,6 @@ def finish(model, training_config, log, args, training_seconds: float, data_seco
     }
     config = {"model": DEFAULT_MODEL_CONFIG, "training": training_config}
     save_checkpoint(model, args.out, config, metrics)
-    (args.out / "training_log.json").write_text(json.dumps(log) + "\n")
+    write_text(args.out / "training_log.json", json.dumps(log) + "\n")
     print(json.dumps(metrics, indent=2))
     return metrics
