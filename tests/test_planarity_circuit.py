@@ -194,3 +194,13 @@ def test_table_building_tools_work_with_autograd_on(model, graphs, setup):
         assert len(circuit.explain_attention_scores(model.run_with_cache(graphs.adjacency[:4])[1]["attn_scores", 0], graphs.adjacency[:4])) == 8
         assert set(circuit.composition_scores(model)) == {"Q", "K", "V"}
         assert len(circuit.exhaustive_path_patching(setup)) == 4 ** len(setup.component_names)
+
+
+@pytest.mark.parametrize("layer, head", [(-1, 0), (2, 0), (1, -1), (1, 8), (1, 2.0), (True, 1)])
+def test_circuit_tools_refuse_heads_and_layers_the_model_lacks(model, graphs, layer, head):
+    with pytest.raises(ValueError, match="must be an integer") as error:
+        circuit.attention_pattern_from_resid(model, layer, head, torch.zeros(1, 10, 128), torch.zeros(1, 10, 128))
+    assert "\n" not in str(error.value)
+    if layer == 1 and not isinstance(layer, bool):
+        with pytest.raises(ValueError, match="head must be an integer"):
+            circuit.path_patching_setup(model, head, graphs.adjacency[:2], graphs.adjacency[2:4])

@@ -33,8 +33,8 @@ def _z_hook(head, value):
     return hook
 
 
-def mean_ablated_logits(model, adjacency, heads, reference_adjacency, *, zero=False, own_mean=False):
-    _, cache = model.run_with_cache(adjacency if own_mean else reference_adjacency)
+def mean_ablated_logits(model, adjacency, heads, reference_cache, *, zero=False, own_mean=False):
+    cache = model.run_with_cache(adjacency)[1] if own_mean else reference_cache
     hooks = []
     for name in heads:
         layer, head = (int(part) for part in name.split("."))
@@ -107,10 +107,10 @@ def test_greedy_search_check(model, graphs):
         circuit_checks.check_greedy_head_search(stub, model, planar, non_planar)
 
 
-def faithfulness(model, adjacency, labels, circuit_heads, reference_adjacency, *, inverted=False):
+def faithfulness(model, adjacency, labels, circuit_heads, reference_cache, *, inverted=False):
     every = [f"{layer}.{head}" for layer in range(2) for head in range(8)]
     ablated = list(circuit_heads) if inverted else [name for name in every if name not in circuit_heads]
-    logits = mean_ablated_logits(model, adjacency, ablated, reference_adjacency)
+    logits = mean_ablated_logits(model, adjacency, ablated, reference_cache)
     intact = circuit.signed_logit_difference(model(adjacency), labels).mean()
     ratio = circuit.signed_logit_difference(logits, labels).mean() / intact
     return (logits.argmax(-1) == labels).float().mean().item(), ratio.item()
@@ -122,3 +122,31 @@ def test_faithfulness_check(model, graphs):
     with pytest.raises(SelfCheckFailed, match="ablated the circuit itself"):
         circuit_checks.check_circuit_faithfulness(
             lambda *args: faithfulness(*args, inverted=True), model, adjacency, labels, reference)
+
+
+def worst_knockout(model, adjacency, labels, circuit_heads, reference_cache, max_size, *, circuit_only=False):
+    from itertools import combinations
+
+    every = [f"{layer}.{head}" for layer in range(2) for head in range(8)]
+    intact = circuit.signed_logit_difference(model(adjacency), labels).mean()
+
+    def ratio(ablated):
+        logits = mean_ablated_logits(model, adjacency, ablated, reference_cache)
+        return (circuit.signed_logit_difference(logits, labels).mean() / intact).item()
+
+    outside = [name for name in every if name not in circuit_heads]
+    best, best_gap = None, -1.0
+    for size in range(1, max_size + 1):
+        for knocked_out in combinations(sorted(circuit_heads), size):
+            gap = abs(ratio(outside + list(knocked_out)) - (0.0 if circuit_only else ratio(list(knocked_out))))
+            if gap > best_gap:
+                best, best_gap = knocked_out, gap
+    return best, best_gap
+
+
+def test_worst_knockout_check(model, graphs):
+    adjacency, labels, reference = graphs.adjacency[:16], graphs.labels[:16], graphs.adjacency[16:]
+    circuit_checks.check_worst_knockout(worst_knockout, model, adjacency, labels, reference)
+    with pytest.raises(SelfCheckFailed, match="you found K|gap"):
+        circuit_checks.check_worst_knockout(
+            lambda *args: worst_knockout(*args, circuit_only=True), model, adjacency, labels, reference)

@@ -32,6 +32,15 @@ from utils.planarity.model import NON_PLANAR, PLANAR, PlanarityTransformer
 # Caching and components
 
 
+def check_layer_and_head(model: PlanarityTransformer, layer: int | None = None, head: int | None = None) -> None:
+    """Refuse a layer or head index the model does not have (negative indexes too: ``-1`` would silently mean the last)."""
+    for what, value, size in (("layer", layer, model.cfg.n_layers), ("head", head, model.cfg.n_heads)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+            raise ValueError(f"{what} must be an integer 0 .. {size - 1} (this model has {size} {what}s), got {value!r}")
+
+
 def head_results(
     model: PlanarityTransformer, cache: ActivationCache, layer: int
 ) -> Float[Tensor, "graph vertex head d_model"]:
@@ -40,11 +49,13 @@ def head_results(
     Computed from ``hook_z``; turning on TransformerLens's ``use_attn_result`` gives the same
     tensor but makes every forward pass about five times slower on this model.
     """
+    check_layer_and_head(model, layer)
     return torch.einsum("gvhd,hdm->gvhm", cache["z", layer], model.W_O[layer])
 
 
 def head_names(model: PlanarityTransformer, layer: int) -> list[str]:
     """``["L.0", "L.1", ...]``: the names of a layer's heads."""
+    check_layer_and_head(model, layer)
     return [f"{layer}.{head}" for head in range(model.cfg.n_heads)]
 
 
@@ -85,6 +96,7 @@ def attention_pattern_from_resid(
     key_resid: Float[Tensor, "... vertex d_model"],
 ) -> Float[Tensor, "... query_vertex key_vertex"]:
     """A head's attention pattern when its queries read ``query_resid`` and its keys ``key_resid``."""
+    check_layer_and_head(model, layer, head)
     attention = model.blocks[layer].attn
     queries = query_resid @ attention.W_Q[head] + attention.b_Q[head]  # [..., vertex, d_head]
     keys = key_resid @ attention.W_K[head] + attention.b_K[head]
@@ -311,6 +323,7 @@ def path_patching_setup(
     corrupted_adjacency: Float[Tensor, "graph vertex vertex"],
 ) -> PathPatchingSetup:
     """Run the clean and corrupted graphs and collect what path patching into head ``1.head`` needs."""
+    check_layer_and_head(model, 1, head)
     _, clean_cache = model.run_with_cache(clean_adjacency)
     _, corrupted_cache = model.run_with_cache(corrupted_adjacency)
     return PathPatchingSetup(

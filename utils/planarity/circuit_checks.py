@@ -6,13 +6,16 @@ tensors, and compares it with the reference in :mod:`utils.planarity.circuit` (o
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from utils.planarity.circuit import composition_score, normalised_recovery, pattern_distance_metric
+if TYPE_CHECKING:
+    from transformer_lens import ActivationCache
+
 from utils.selfcheck import SelfCheckFailed, assert_float_close, assert_tensors_close, call_learner, passed
 
 
@@ -161,23 +164,24 @@ def check_mean_ablated_logits(
     adjacency: Float[Tensor, "graph vertex vertex"],
     reference_adjacency: Float[Tensor, "reference vertex vertex"],
 ) -> None:
-    """``mean_ablated_logits(model, adjacency, heads, reference_adjacency)``: logits with ``heads`` mean-ablated.
+    """``mean_ablated_logits(model, adjacency, heads, reference_cache)``: logits with ``heads`` mean-ablated.
 
-    Each ablated head's ``z`` becomes its mean over the reference graphs, per vertex position.
+    Each ablated head's ``z`` becomes its mean over the reference graphs (whose cache is
+    ``reference_cache``), per vertex position.
     """
     from utils import causal
 
     names = causal.head_names(model)
-    reference = causal.reference_cache(model, reference_adjacency, names)
+    _, reference = model.run_with_cache(reference_adjacency)
     own = causal.reference_cache(model, adjacency, names)
     for heads in (["0.0"], ["1.2", "0.7"], ["0.3", "0.6", "1.5"], []):
         expected = causal.run_with_ablation(model, adjacency, heads, reference, "mean", per_position=True)
-        actual = call_learner(mean_ablated_logits, model, adjacency.clone(), list(heads), reference_adjacency.clone())
+        actual = call_learner(mean_ablated_logits, model, adjacency.clone(), list(heads), reference)
         layers = sorted({name.split(".")[0] for name in heads})
         wrong = {
             "You replaced z by zeros: use its mean over the reference graphs (cache them, then .mean(dim=0)).":
                 causal.run_with_ablation(model, adjacency, heads, reference, "zero"),
-            "Your means come from the graphs being evaluated: take them from reference_adjacency instead.":
+            "Your means come from the graphs being evaluated: take them from reference_cache instead.":
                 causal.run_with_ablation(model, adjacency, heads, own, "mean"),
             "You averaged over vertex positions too: average over graphs only (dim 0), one mean per position.":
                 causal.run_with_ablation(model, adjacency, heads, reference, "mean", per_position=False),
@@ -254,7 +258,7 @@ def check_circuit_faithfulness(
     labels: Tensor,
     reference_adjacency: Float[Tensor, "reference vertex vertex"],
 ) -> None:
-    """``circuit_faithfulness(model, adjacency, labels, circuit, reference_adjacency)`` -> ``(accuracy, logit difference ratio)``.
+    """``circuit_faithfulness(model, adjacency, labels, circuit, reference_cache)`` -> ``(accuracy, logit difference ratio)``.
 
     Every head outside ``circuit`` is mean-ablated (reference means per vertex position); the
     ratio is the mean signed logit difference of that run over the intact model's.
@@ -263,14 +267,14 @@ def check_circuit_faithfulness(
     from utils.planarity.circuit import signed_logit_difference
 
     heads = causal.head_names(model)
-    reference = causal.reference_cache(model, reference_adjacency, heads)
+    _, reference = model.run_with_cache(reference_adjacency)
     intact = signed_logit_difference(model(adjacency), labels).mean().item()
     for circuit_heads in (["0.0", "0.7", "1.2"], heads, ["1.0", "1.5"]):
         outside = [name for name in heads if name not in circuit_heads]
         logits = causal.run_with_ablation(model, adjacency, outside, reference, "mean")
         accuracy = (logits.argmax(-1) == labels).float().mean().item()
         ratio = signed_logit_difference(logits, labels).mean().item() / intact
-        actual = call_learner(circuit_faithfulness, model, adjacency.clone(), labels.clone(), list(circuit_heads), reference_adjacency.clone())
+        actual = call_learner(circuit_faithfulness, model, adjacency.clone(), labels.clone(), list(circuit_heads), reference)
         if not isinstance(actual, (tuple, list)) or len(actual) != 2:
             raise SelfCheckFailed(f"circuit_faithfulness should return (accuracy, logit difference ratio), got {actual!r:.200}.")
         inside = causal.run_with_ablation(model, adjacency, circuit_heads, reference, "mean")
@@ -282,3 +286,63 @@ def check_circuit_faithfulness(
         assert_float_close(f"circuit_faithfulness({circuit_heads})'s accuracy", actual[0], accuracy, atol=1e-4, hint=hint)
         assert_float_close(f"circuit_faithfulness({circuit_heads})'s logit difference ratio", actual[1], ratio, atol=1e-3, hint=hint)
     passed("circuit_faithfulness")
+
+
+def reference_worst_knockout(
+    model: torch.nn.Module,
+    adjacency: Float[Tensor, "graph vertex vertex"],
+    labels: Tensor,
+    circuit_heads: list[str],
+    reference: "ActivationCache",
+    max_size: int = 2,
+) -> tuple[tuple[str, ...], float]:
+    """The knock-out set K (a subset of ``circuit_heads``, 1 to ``max_size`` heads) with the largest completeness gap.
+
+    The gap is ``|F(circuit minus K) - F(model minus K)|``, F the mean signed logit difference over
+    the intact model's (heads mean-ablated per vertex position, reference means).
+    """
+    from itertools import combinations
+
+    from utils import causal
+    from utils.planarity.circuit import signed_logit_difference
+
+    heads = causal.head_names(model)
+    intact = signed_logit_difference(model(adjacency), labels).mean().item()
+
+    def metric(logits: Tensor) -> float:
+        return signed_logit_difference(logits, labels).mean().item() / intact
+
+    gaps = {}
+    for size in range(1, max_size + 1):
+        for knocked_out in combinations(sorted(circuit_heads), size):
+            in_circuit, in_model = causal.completeness_gap(model, adjacency, metric, circuit_heads, heads, knocked_out, reference)
+            gaps[knocked_out] = abs(in_circuit - in_model)
+    worst = max(gaps, key=gaps.get)
+    return worst, gaps[worst]
+
+
+def check_worst_knockout(
+    worst_knockout: Callable[..., tuple[tuple[str, ...], float]],
+    model: torch.nn.Module,
+    adjacency: Float[Tensor, "graph vertex vertex"],
+    labels: Tensor,
+    reference_adjacency: Float[Tensor, "reference vertex vertex"],
+) -> None:
+    """``worst_knockout(model, adjacency, labels, circuit_heads, reference_cache, max_size)`` -> ``(K, gap)``."""
+    _, reference = model.run_with_cache(reference_adjacency)
+    for circuit_heads in (["0.0", "0.7", "1.2", "1.5"], ["0.0", "1.0", "1.2"]):
+        expected_set, expected_gap = reference_worst_knockout(model, adjacency, labels, circuit_heads, reference)
+        actual = call_learner(worst_knockout, model, adjacency.clone(), labels.clone(), list(circuit_heads), reference, 2)
+        if not isinstance(actual, (tuple, list)) or len(actual) != 2:
+            raise SelfCheckFailed(f"worst_knockout should return (knocked-out heads, gap), got {actual!r:.200}.")
+        knocked_out, gap = actual
+        if tuple(sorted(knocked_out)) != expected_set:
+            raise SelfCheckFailed(
+                f"For the circuit {circuit_heads} you found K = {tuple(sorted(knocked_out))}, the reference {expected_set} "
+                f"(gap {expected_gap:.3f}). Try every subset of 1 and 2 circuit heads; for each, compare F(circuit minus K) "
+                "(every head outside the circuit AND in K ablated) with F(model minus K) (only K ablated), and keep the "
+                "largest absolute difference."
+            )
+        assert_float_close(f"worst_knockout's gap for the circuit {circuit_heads}", gap, expected_gap, atol=1e-3,
+                           hint="The gap is |F(circuit minus K) - F(model minus K)|, F the signed logit difference ratio.")
+    passed("worst_knockout")
