@@ -9,7 +9,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from utils.planarity import neurons
-from utils.selfcheck import assert_tensors_close, call_learner, passed
+from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
 
 
 def check_qk_term(qk_term: Callable[..., Tensor], model: torch.nn.Module) -> None:
@@ -82,3 +82,141 @@ def check_neuron_logit_attribution(attribution: Callable[..., Tensor], model: to
             "vertices and multiply by W_out[layer][n] · (W_U[:, PLANAR] - W_U[:, 1 - PLANAR]).",
         )
     passed("neuron_logit_attribution")
+
+
+def _which_wrong(actual: object, candidates: dict[str, Tensor], atol: float) -> str:
+    """The hint for the first typical wrong answer that ``actual`` matches, or ``""``."""
+    for hint, wrong in candidates.items():
+        if isinstance(actual, Tensor) and actual.shape == wrong.shape and torch.allclose(actual.float(), wrong.float(), atol=atol):
+            return hint
+    return ""
+
+
+def _unpack_pair(name: str, result: object) -> tuple[object, object]:
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise SelfCheckFailed(f"{name} should return a tuple of two things, got {type(result).__name__}.")
+    return result
+
+
+def check_ridge_degree_probe(
+    ridge_degree_probe: Callable[..., tuple[Tensor, float]],
+    resid: Float[Tensor, "graph vertex d_model"],
+    degree: Float[Tensor, "graph vertex"],
+) -> None:
+    """``ridge_degree_probe(resid, degree, ridge)`` -> ``(w, b)``: closed-form ridge, bias not penalised."""
+    from utils.planarity import mechanism
+
+    features = resid.reshape(-1, resid.shape[-1]).double()
+    target = degree.reshape(-1).double()
+    design = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
+    for ridge in (100.0, 1.0, 0.0):
+        expected_w, expected_b = mechanism.ridge_degree_probe(resid, degree, ridge)
+        actual_w, actual_b = _unpack_pair("ridge_degree_probe", call_learner(ridge_degree_probe, resid.clone(), degree.clone(), ridge))
+        if ridge == 0:
+            # the minimum-norm solution is unique; compare what it predicts and its norm
+            if not isinstance(actual_w, Tensor) or actual_w.shape != expected_w.shape or torch.isnan(actual_w).any():
+                raise SelfCheckFailed(f"ridge_degree_probe with ridge=0 should return w of shape {tuple(expected_w.shape)} without NaN.")
+            predicted = resid.reshape(-1, resid.shape[-1]) @ actual_w.float() + float(actual_b)
+            reference = resid.reshape(-1, resid.shape[-1]) @ expected_w + expected_b
+            assert_tensors_close(
+                "ridge_degree_probe(ridge=0)'s predictions", predicted, reference, atol=1e-2,
+                hint="With ridge = 0 the Gram matrix is singular here (this residual stream spans fewer than d_model "
+                "directions), so torch.linalg.solve cannot be used: take the minimum-norm least-squares solution of the "
+                "centred problem, torch.linalg.pinv(centred) @ centred_target.",
+            )
+            if abs(actual_w.norm().item() - expected_w.norm().item()) > 0.02 * expected_w.norm().item():
+                raise SelfCheckFailed(
+                    f"ridge_degree_probe(ridge=0) fits, but |w| = {actual_w.norm():.3f}, expected the minimum norm "
+                    f"{expected_w.norm():.3f}: use torch.linalg.pinv on the centred features."
+                )
+            continue
+        penalised_bias = torch.linalg.solve(design.T @ design + ridge * torch.eye(design.shape[1], dtype=design.dtype),
+                                            design.T @ target)[:-1]
+        no_bias = torch.linalg.solve(features.T @ features + ridge * torch.eye(features.shape[1], dtype=features.dtype),
+                                     features.T @ target)
+        centred = features - features.mean(dim=0)
+        scaled_ridge = torch.linalg.solve(centred.T @ centred / len(features) + ridge * torch.eye(features.shape[1], dtype=features.dtype),
+                                          centred.T @ (target - target.mean()) / len(features))
+        hint = _which_wrong(actual_w, {
+            "You penalised the bias too (a column of ones inside the ridge): centre the features and the degrees, "
+            "solve for w alone, then set b = mean(degree) - mean(resid) @ w.": penalised_bias,
+            "You fitted without a bias (features not centred): centre the features and the degrees first.": no_bias,
+            "You divided the squared error by the number of rows: the objective is the plain sum, "
+            "Σ (x·w + b − degree)² + ridge·|w|², so the Gram matrix is X_cᵀ X_c + ridge·I.": scaled_ridge,
+        }, atol=1e-3) or (
+            "Centre the features X and the degrees y; w = (X_cᵀ X_c + ridge·I)⁻¹ X_cᵀ y_c; b = mean(y) − mean(X) @ w."
+        )
+        assert_tensors_close(f"ridge_degree_probe's w with ridge={ridge}", actual_w, expected_w, atol=1e-3, hint=hint)
+        if not abs(float(actual_b) - expected_b) <= 1e-3 * max(1.0, abs(expected_b)):
+            raise SelfCheckFailed(
+                f"ridge_degree_probe's b with ridge={ridge} is {float(actual_b):.4f}, expected {expected_b:.4f}: "
+                "b = mean(degree) − mean(resid) @ w."
+            )
+    passed("ridge_degree_probe")
+
+
+def check_steer_vertex(steer_vertex: Callable[..., tuple[Tensor, Tensor]], model: torch.nn.Module,
+                       adjacency: Float[Tensor, "graph vertex vertex"]) -> None:
+    """``steer_vertex(model, adjacency, vertices, vector, hook_name)`` -> (logit difference, attention received)."""
+    from utils.planarity import mechanism
+    from utils.planarity.model import NON_PLANAR, PLANAR
+
+    generator = torch.Generator().manual_seed(3)
+    vertices = torch.randint(0, adjacency.shape[-1], (len(adjacency),), generator=generator)
+    vector = torch.randn(model.cfg.d_model, generator=generator) * 2
+    hook_name = "blocks.0.hook_resid_post"
+    expected_ld, expected_attention = mechanism.steer_vertex(model, adjacency, vertices, vector, hook_name)
+
+    def everywhere(resid, hook):
+        return resid + vector
+
+    logits, cache = model.run_with_cache(adjacency, names_filter="blocks.1.attn.hook_pattern")
+    clean_pattern = cache["blocks.1.attn.hook_pattern"]
+    all_logits = model.run_with_hooks(adjacency, fwd_hooks=[(hook_name, everywhere)])
+    _, steered_cache = _cached_with_hook(model, adjacency, hook_name, vertices, vector)
+    pattern = steered_cache["blocks.1.attn.hook_pattern"]
+    rows = torch.arange(len(adjacency))
+    wrong_ld = {
+        "Your logit difference is unchanged by the vector: add it inside a hook on hook_name and return the edited "
+        "activation from the hook.": logits[:, PLANAR] - logits[:, NON_PLANAR],
+        "You added the vector to every vertex: add it only at vertices[g] of graph g (resid[rows, vertices] += vector).":
+            all_logits[:, PLANAR] - all_logits[:, NON_PLANAR],
+        "Your logit difference has the wrong sign: it is logit[PLANAR] − logit[NON_PLANAR].":
+            -(expected_ld),
+    }
+    wrong_attention = {
+        "You averaged over all 10 queries: leave out the steered vertex's own query (9 others).":
+            pattern[rows, :, :, vertices].mean(dim=-1),
+        "You took the attention the steered vertex *pays* (its query row): take what the others pay *to* it "
+        "(the key column, pattern[g, head, :, v]).": mechanism.attention_received(pattern.transpose(-1, -2), vertices),
+        "Your attention is from the clean run: record layer 1's pattern in the same run as the steering hook.":
+            mechanism.attention_received(clean_pattern, vertices),
+    }
+    for where, vec in (("a random vector", vector), ("a zero vector", torch.zeros_like(vector))):
+        if where == "a zero vector":
+            ref_ld, ref_attention = mechanism.steer_vertex(model, adjacency, vertices, vec, hook_name)
+        else:
+            ref_ld, ref_attention = expected_ld, expected_attention
+        actual = _unpack_pair("steer_vertex", call_learner(steer_vertex, model, adjacency.clone(), vertices.clone(), vec.clone(), hook_name))
+        actual_ld, actual_attention = actual
+        hint = _which_wrong(actual_ld, wrong_ld, atol=1e-3) if where != "a zero vector" else ""
+        assert_tensors_close(f"steer_vertex's logit difference with {where}", actual_ld, ref_ld, atol=1e-3,
+                             hint=hint or "Hook hook_name, clone the residual stream, add the vector at [rows, vertices], "
+                             "return it; the logit difference is logits[:, PLANAR] − logits[:, NON_PLANAR].")
+        hint = _which_wrong(actual_attention, wrong_attention, atol=1e-5)
+        assert_tensors_close(f"steer_vertex's attention with {where}", actual_attention, ref_attention, atol=1e-5,
+                             hint=hint or "Record blocks.1.attn.hook_pattern ([graph, head, query, key]) in the same run; "
+                             "for graph g take the key column vertices[g] and average it over the 9 other queries.")
+    passed("steer_vertex")
+
+
+def _cached_with_hook(model, adjacency, hook_name, vertices, vector):
+    rows = torch.arange(len(adjacency))
+
+    def add(resid, hook):
+        resid = resid.clone()
+        resid[rows, vertices] += vector
+        return resid
+
+    with model.hooks(fwd_hooks=[(hook_name, add)]):
+        return model.run_with_cache(adjacency, names_filter="blocks.1.attn.hook_pattern")
