@@ -174,3 +174,22 @@ def test_the_tools_work_on_the_modular_model():
     intact = causal.logit_difference(model(tokens)[:, -1], labels).mean()
     ablated = causal.run_with_ablation(model, tokens, ["MLP 0"], reference, "mean")
     assert causal.logit_difference(ablated[:, -1], labels).mean() < intact - 1
+
+
+def test_the_tools_take_the_decision_transformers_four_inputs():
+    from utils.memory_dt.data import make_demonstrations
+    from utils.memory_dt.model import DEFAULT_MODEL_CONFIG, build_model
+
+    model = build_model(DEFAULT_MODEL_CONFIG).eval()
+    demonstrations = make_demonstrations(40, seed=3)
+    inputs = tuple(demonstrations.windows(torch.arange(12), torch.zeros(12, dtype=torch.long), 9)[:4])
+    assert causal.batch_size_of(inputs) == 12
+    reference = causal.reference_cache(model, inputs, ["0.1", "MLP 2"])
+    with torch.no_grad():
+        intact = model(*inputs)
+    assert torch.allclose(causal.run_with_ablation(model, inputs, [], reference), intact, atol=1e-5)
+    for kind in ("zero", "mean", "resample"):
+        ablated = causal.run_with_ablation(model, inputs, ["0.1", "MLP 2"], reference, kind)
+        assert ablated.shape == intact.shape and not torch.allclose(ablated, intact, atol=1e-4)
+    _, source = model.run_with_cache(*inputs)
+    assert torch.allclose(causal.run_with_patch(model, inputs, ["MLP 2"], source), intact, atol=1e-5)

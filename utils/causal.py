@@ -1,7 +1,9 @@
 """Causal interventions every chapter uses: ablation, activation patching, path patching, faithfulness.
 
 Everything here works on any TransformerLens ``HookedRootModule`` whose activations start with
-``[batch, position, ...]`` (the three models of the course). A *component* is a named piece of a
+``[batch, position, ...]`` (the three models of the course). ``inputs`` is what the model takes:
+one tensor (the planarity and modular models), or a tuple of its positional arguments (the
+decision transformer takes ``(states, actions, returns_to_go, timesteps)``). A *component* is a named piece of a
 model's computation that writes into (or reads from) one hook point:
 
 ===================  =====================================  ==================================
@@ -120,6 +122,22 @@ def mlp_names(model: HookedRootModule) -> list[str]:
     return [f"MLP {layer}" for layer in range(model.cfg.n_layers)]
 
 
+
+
+def _as_args(inputs: Any) -> tuple:
+    """The model's positional arguments: a tuple stays as it is, anything else is the one argument."""
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def batch_size_of(inputs: Any) -> int:
+    """How many inputs a batch holds (the length of its first argument)."""
+    return len(_as_args(inputs)[0])
+
+
+def run_with_hooks(model: HookedRootModule, inputs: Any, hooks: list[Hook]) -> Tensor:
+    """``model.run_with_hooks`` for one tensor or a tuple of positional inputs."""
+    return model.run_with_hooks(*_as_args(inputs), fwd_hooks=hooks)
+
 # --------------------------------------------------------------------------------------------
 # Reference values and ablation
 
@@ -128,7 +146,7 @@ def mlp_names(model: HookedRootModule) -> list[str]:
 def reference_cache(model: HookedRootModule, inputs: Any, names: Iterable[str | Component]) -> ActivationCache:
     """The activations the components ``names`` need, on the reference inputs (one forward pass)."""
     hook_names = {item.hook_name for item in components(model, names)}
-    _, cache = model.run_with_cache(inputs, names_filter=lambda hook_name: hook_name in hook_names)
+    _, cache = model.run_with_cache(*_as_args(inputs), names_filter=lambda hook_name: hook_name in hook_names)
     return cache
 
 
@@ -235,9 +253,8 @@ def run_with_ablation(
     seed: int = 0,
 ) -> Tensor:
     """The model's output on ``inputs`` with the components ``ablated`` replaced (see :func:`ablation_hooks`)."""
-    batch_size = len(inputs)
-    hooks = ablation_hooks(model, ablated, reference, batch_size, kind, per_position, seed)
-    return model.run_with_hooks(inputs, fwd_hooks=hooks)
+    hooks = ablation_hooks(model, ablated, reference, batch_size_of(inputs), kind, per_position, seed)
+    return run_with_hooks(model, inputs, hooks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +277,7 @@ def run_with_patch(model: HookedRootModule, inputs: Any, patched: Iterable[str |
 
     Everything downstream of a patched component is recomputed: this measures its total effect.
     """
-    return model.run_with_hooks(inputs, fwd_hooks=patching_hooks(model, patched, source))
+    return run_with_hooks(model, inputs, patching_hooks(model, patched, source))
 
 
 @torch.no_grad()
@@ -296,9 +313,9 @@ def path_patch(
         recorded[hook.name] = activation.detach().clone()
 
     receiver_hooks = sorted({item.hook_name for item in receivers})
-    model.run_with_hooks(inputs, fwd_hooks=hooks + [(name, recorder) for name in receiver_hooks])
+    run_with_hooks(model, inputs, hooks + [(name, recorder) for name in receiver_hooks])
     pairs = [(item, item.select(recorded[item.hook_name])) for item in receivers]
-    return model.run_with_hooks(inputs, fwd_hooks=_group_by_hook(pairs))
+    return run_with_hooks(model, inputs, _group_by_hook(pairs))
 
 
 # --------------------------------------------------------------------------------------------
