@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import plotly.io
 import pytest
+import torch
 
 from utils import notebooks
 from utils.selfcheck import SelfCheckFailed
@@ -21,6 +22,14 @@ from utils.selfcheck import SelfCheckFailed
 @pytest.fixture(autouse=True)
 def no_plot_rendering(monkeypatch):
     monkeypatch.setattr(plotly.io, "show", lambda *args, **kwargs: None)
+
+
+@pytest.fixture(autouse=True)
+def restore_grad_mode():
+    """The notebooks turn autograd off for their whole kernel; here they share the test process."""
+    previous = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(previous)
 
 
 @pytest.mark.parametrize("path", notebooks.solutions_notebooks(), ids=lambda path: path.name)

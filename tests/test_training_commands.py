@@ -161,3 +161,14 @@ def test_fresh_ignores_a_damaged_resume_state_and_replaces_it(tmp_path: Path):
     load_model("modular_addition", device="cpu", directory=tmp_path / "out")
     assert not list((tmp_path / "run").glob(".*.tmp")) and not list((tmp_path / "out").glob(".*.tmp"))
 
+
+
+def test_training_works_with_autograd_turned_off_by_the_caller(tmp_path):
+    """A notebook turns autograd off globally; the training commands must still train."""
+    module = importlib.import_module(COMMANDS["modular_addition"])
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    try:
+        module.train(module.parse_args(_tiny("modular_addition", tmp_path) + ["--fresh"]))
+    finally:
+        torch.set_grad_enabled(previous)

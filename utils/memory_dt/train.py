@@ -96,6 +96,7 @@ def window_loss(model: DecisionTransformer, demonstrations: Demonstrations, epis
     return (losses * mask).sum() / mask.sum()
 
 
+@torch.enable_grad()  # training needs autograd even when the caller (a notebook, a test) turned it off
 def train(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device) if args.device else get_device()
     training_config = json.loads(json.dumps(DEFAULT_TRAINING_CONFIG))  # a deep, JSON-clean copy

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@torch.enable_grad()  # training needs autograd even when the caller (a notebook, a test) turned it off
 def train(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device) if args.device else get_device()
     training_config = dict(DEFAULT_TRAINING_CONFIG, max_epochs=args.max_epochs,
