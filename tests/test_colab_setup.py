@@ -24,6 +24,7 @@ def run_setup_cell() -> dict:
 
 def test_locally_the_cell_only_finds_the_course_root(monkeypatch):
     monkeypatch.delenv("THREE_CIRCUITS_FORCE_COLAB", raising=False)
+    monkeypatch.delenv("THREE_CIRCUITS_ROOT", raising=False)
     monkeypatch.chdir(REPO_ROOT / "chapters" / "3_modular_arithmetic")
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: calls.append(args))
@@ -32,6 +33,59 @@ def test_locally_the_cell_only_finds_the_course_root(monkeypatch):
     assert namespace["COURSE_ROOT"] == REPO_ROOT
     assert calls == [], "locally the setup cell must not clone or install anything"
     assert str(REPO_ROOT) in sys.path
+
+
+def test_outside_the_course_the_environment_variable_names_it(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("THREE_CIRCUITS_FORCE_COLAB", raising=False)
+    monkeypatch.setenv("THREE_CIRCUITS_ROOT", str(REPO_ROOT))
+    monkeypatch.chdir(tmp_path)  # e.g. nbgrader's autograded/<student>/<assignment>/
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert run_setup_cell()["COURSE_ROOT"] == REPO_ROOT
+
+
+@pytest.mark.parametrize("named", [None, "elsewhere"], ids=["no variable", "variable naming the wrong folder"])
+def test_outside_the_course_the_cell_says_in_one_line_what_to_do(tmp_path: Path, monkeypatch, named):
+    monkeypatch.delenv("THREE_CIRCUITS_FORCE_COLAB", raising=False)
+    if named is None:
+        monkeypatch.delenv("THREE_CIRCUITS_ROOT", raising=False)
+    else:
+        monkeypatch.setenv("THREE_CIRCUITS_ROOT", str(tmp_path / named))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as failed:
+        run_setup_cell()
+    message = str(failed.value)
+    assert "\n" not in message and "THREE_CIRCUITS_ROOT" in message and "README.md" in message
+    assert ("open the notebook from inside the course folder" in message) == (named is None)
+    assert failed.value._render_traceback_() == [f"CourseNotFound: {message}"]
+
+
+def _run_in_a_kernel(tmp_path: Path, sources: list[str], env: dict[str, str]) -> list[dict]:
+    """Execute code cells in a real IPython kernel, in ``tmp_path``; return the error outputs."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    kernel_env = {key: value for key, value in os.environ.items() if not key.startswith("THREE_CIRCUITS_")}
+    client = NotebookClient(notebook, timeout=120, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**kernel_env, **env})
+    return [output for cell in notebook.cells for output in cell.outputs if output.output_type == "error"]
+
+
+def test_in_jupyter_the_errors_show_one_line_without_traceback(tmp_path: Path):
+    """What a learner sees: the setup cell outside the course, and a self-check on a stub."""
+    (error,) = _run_in_a_kernel(tmp_path, [SETUP_CELL], env={})
+    assert len(error.traceback) == 1 and error.traceback[0].startswith("CourseNotFound: this notebook runs in")
+    stub = "def f():\n    raise NotImplementedError()\n"
+    check = "from utils.selfcheck import call_learner\ncall_learner(f)"
+    (error,) = _run_in_a_kernel(tmp_path, [SETUP_CELL, stub, check], env={"THREE_CIRCUITS_ROOT": str(REPO_ROOT)})
+    assert error.ename == "SelfCheckFailed"
+    assert error.traceback == [
+        "SelfCheckFailed: f still raises NotImplementedError: replace `raise NotImplementedError()` in the cell "
+        "that defines f with your code, run that cell, then run the check again."
+    ]
 
 
 def test_on_colab_the_cell_clones_installs_and_is_importable(tmp_path: Path, monkeypatch):

@@ -35,9 +35,13 @@ def test_notebook_is_committed_without_outputs(path: Path):
     assert not dirty, f"{path.name} has outputs in cells {dirty}: run `python -m utils.notebooks` to clear them"
 
 
-def test_student_notebooks_and_headers_are_in_step_with_the_solutions():
-    stale = notebooks.sync(check=True)
-    assert not stale, f"out of step: {[path.name for path in stale]}; run `python -m utils.notebooks`"
+@pytest.mark.parametrize("path", SOLUTIONS, ids=_id)
+def test_student_notebooks_and_headers_are_in_step_with_the_solutions(path: Path):
+    stale = notebooks.sync(check=True, only=[path])
+    assert not stale, (
+        f"out of step: {[stale_path.name for stale_path in stale]}; run "
+        f"`python -m utils.notebooks {path.parent.relative_to(REPO_ROOT)}`"
+    )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=_id)
@@ -57,6 +61,19 @@ def test_exercises_are_labelled_marked_and_stubbed(path: Path):
         stubbed = student.cells[index].source
         assert "raise NotImplementedError()" in stubbed and notebooks.BEGIN not in stubbed
         assert student.cells[index].metadata["nbgrader"] == metadata
+        # The self-check is the autograder's test: a locked, graded cell of its own right after the solution.
+        test = solutions.cells[index + 1]
+        assert notebooks.is_graded_test_cell(test), (
+            f"{path.name} cell {index}: the exercise's self-check must follow in a locked, graded nbgrader cell; "
+            f"run `python -m utils.notebooks {path.parent.relative_to(REPO_ROOT)}` to split it off"
+        )
+        assert test.metadata["nbgrader"] == {
+            "grade": True, "grade_id": metadata["grade_id"] + "_check", "locked": True,
+            "points": test.metadata["nbgrader"]["points"], "schema_version": 3, "solution": False, "task": False,
+        }
+        assert test.metadata["nbgrader"]["points"] >= 1 and ".check_" in test.source
+        assert "check_" not in solutions.cells[index].source.splitlines()[-1]
+        assert student.cells[index + 1] == test
     for index, cell in enumerate(solutions.cells):
         if index not in exercise_cells:
             assert cell.source == student.cells[index].source or cell.metadata.get(notebooks.ROLE_KEY)
@@ -68,6 +85,52 @@ def test_notebook_opens_with_colab_badge_and_setup_cell(path: Path):
     relative = path.relative_to(REPO_ROOT).as_posix()
     assert f"blob/main/{relative})" in notebook.cells[0].source
     assert notebook.cells[1].source == SETUP_CELL
+
+
+def _exercise(source: str, grade_id: str = "f"):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": grade_id, "schema_version": 3}
+    return cell
+
+
+def test_split_moves_the_check_call_into_a_locked_graded_cell_worth_the_difficulty():
+    heading = nbformat.v4.new_markdown_cell("### Exercise\n> **Difficulty:** 🔴🔴🔴⚪⚪ · **Time:** about 5 minutes")
+    source = ("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n\n\n"
+              "data = [1, 2]\nchecks.check_f(\n    f, data,\n)")
+    cells = notebooks.split_check_cells([heading, _exercise(source)])
+    assert [cell.source for cell in cells[1:]] == [
+        "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n\n\ndata = [1, 2]",
+        "checks.check_f(\n    f, data,\n)",
+    ]
+    assert cells[2].metadata["nbgrader"] == {"grade": True, "grade_id": "f_check", "locked": True, "points": 3,
+                                             "schema_version": 3, "solution": False, "task": False}
+    assert cells[1].metadata["nbgrader"]["solution"] is True
+    again = notebooks.split_check_cells(cells)
+    assert [cell.source for cell in again] == [cell.source for cell in cells], "splitting twice changes nothing"
+
+
+def test_split_leaves_cells_without_a_final_check_call_alone():
+    for source in ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION",  # no check at all
+                   "### BEGIN SOLUTION\nx = 1\n### END SOLUTION\ncheck_f(x)\nprint(x)",  # check not last
+                   "### BEGIN SOLUTION\nx = 1\n### END SOLUTION\nchecks.report(x)"):  # not a check_ call
+        cells = notebooks.split_check_cells([_exercise(source)])
+        assert len(cells) == 1 and cells[0].source == source
+    plain = nbformat.v4.new_code_cell("x = 1\nchecks.check_f(x)")  # not an exercise cell
+    assert len(notebooks.split_check_cells([plain])) == 1
+
+
+def test_sync_can_be_limited_to_named_chapters(tmp_path: Path):
+    chapters = _write(tmp_path, _exercise("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\nchecks.check_x(x)"))
+    other = chapters / "8_other"
+    other.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), other / "8.1_other_solutions.ipynb")
+    written = notebooks.sync(chapters_dir=chapters, only=[chapters / "9_test"])
+    assert {path.name for path in written} == {"9.1_test_solutions.ipynb", "9.1_test_exercises.ipynb"}
+    assert not (other / "8.1_other_exercises.ipynb").exists()
+    solutions = nbformat.read(chapters / "9_test" / "9.1_test_solutions.ipynb", as_version=4)
+    assert notebooks.is_graded_test_cell(solutions.cells[-1]) and solutions.cells[-1].source == "checks.check_x(x)"
+    with pytest.raises(notebooks.NotebookError, match="names no solutions notebook"):
+        notebooks.sync(chapters_dir=chapters, only=[tmp_path / "nowhere"])
 
 
 def test_stub_keeps_indentation_and_code_around_the_region():

@@ -39,13 +39,21 @@ def test_each_self_check_fails_on_the_stub_and_passes_on_the_solution(path: Path
     student = nbformat.read(notebooks.exercises_path(path), as_version=4)
     namespace: dict = {"__name__": "__notebook__"}
     checked = 0
-    for index, (cell, student_cell) in enumerate(zip(solutions.cells, student.cells)):
-        if cell.cell_type != "code":
-            continue
+    cells = list(zip(solutions.cells, student.cells))
+    for index, (cell, student_cell) in enumerate(cells):
+        if cell.cell_type != "code" or notebooks.is_graded_test_cell(cell):
+            continue  # a graded check cell runs with its exercise, below
         if notebooks.is_solution_cell(cell):
+            following = cells[index + 1][0] if index + 1 < len(cells) else None
+            check = following.source if following is not None and notebooks.is_graded_test_cell(following) else ""
+            # The learner runs the stub, then the check cell after it: the check must fail and say why.
             with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
                 exec(compile(student_cell.source, f"{path.name}[{index}] (student)", "exec"), namespace)
+                exec(compile(check, f"{path.name}[{index + 1}] (check)", "exec"), namespace)
             checked += 1
+            exec(compile(cell.source, f"{path.name}[{index}]", "exec"), namespace)
+            exec(compile(check, f"{path.name}[{index + 1}] (check)", "exec"), namespace)
+            continue
         exec(compile(cell.source, f"{path.name}[{index}]", "exec"), namespace)
     assert checked >= 3, f"{path.name} should have at least three self-checked exercises"
 

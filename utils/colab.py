@@ -2,8 +2,10 @@
 
 The repository's address is set here, once. ``python -m utils.notebooks`` writes the badge and
 the setup cell into every notebook from this module, and a test fails when a notebook is out of
-step. The setup cell does nothing on a local machine but find the course folder; on Colab it
-clones the repository and installs ``requirements-colab.txt`` (Colab brings its own torch).
+step. The setup cell does nothing on a local machine but find the course folder (the environment
+variable ``THREE_CIRCUITS_ROOT`` when set, else the notebook's folder or one above it; when neither
+is the course it stops with one line saying what to do); on Colab it clones the repository and
+installs ``requirements-colab.txt`` (Colab brings its own torch).
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ if IN_COLAB:
         subprocess.run(["git", "clone", "--quiet", "--depth=1", "--branch", "{BRANCH}", repository, str(COURSE_ROOT)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r", str(COURSE_ROOT / "requirements-colab.txt")], check=True)
 else:
-    COURSE_ROOT = next(folder for folder in [Path.cwd(), *Path.cwd().parents] if (folder / "utils" / "colab.py").exists())
+    class CourseNotFound(FileNotFoundError):
+        def _render_traceback_(self):  # IPython shows just this line, no traceback
+            return [f"CourseNotFound: {{self}}"]
+
+    named = os.environ.get("THREE_CIRCUITS_ROOT")
+    folders = [Path(named).expanduser()] if named else [Path.cwd(), *Path.cwd().parents]
+    COURSE_ROOT = next((folder.resolve() for folder in folders if (folder / "utils" / "colab.py").exists()), None)
+    if COURSE_ROOT is None and named:
+        raise CourseNotFound(f"THREE_CIRCUITS_ROOT is {{named}}, which is not the course folder (it has no utils/colab.py); set it to the folder that holds README.md and utils/ (e.g. `%env THREE_CIRCUITS_ROOT=/path/to/three-circuits` in a cell above) and run this cell again.")
+    if COURSE_ROOT is None:
+        raise CourseNotFound(f"this notebook runs in {{Path.cwd()}}, outside the course folder; set the environment variable THREE_CIRCUITS_ROOT to the course folder (the one with README.md and utils/) before starting Jupyter (or run `%env THREE_CIRCUITS_ROOT=/path/to/three-circuits` in a cell above), or open the notebook from inside the course folder.")
 if str(COURSE_ROOT) not in sys.path:
     sys.path.insert(0, str(COURSE_ROOT))'''

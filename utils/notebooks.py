@@ -4,17 +4,23 @@ The solutions notebooks (``chapters/*/*_solutions.ipynb``) are the single source
 
 1. writes the Colab badge and the setup cell (from :mod:`utils.colab`) at the top of each one,
 2. clears every output (outputs are megabytes of plotly and make diffs unreadable), and
-3. generates the student notebook beside it (``*_exercises.ipynb``), in which each region between
+3. splits every exercise cell whose code ends with its self-check call (``checks.check_x(...)``)
+   into the solution cell and, right after it, a locked, graded nbgrader test cell holding the call
+   (worth as many points as the exercise's difficulty in 🔴), so nbgrader can autograde it and the
+   learner cannot edit it (see :func:`split_check_cells`; a cell split already is left alone), and
+4. generates the student notebook beside it (``*_exercises.ipynb``), in which each region between
    ``### BEGIN SOLUTION`` and ``### END SOLUTION`` becomes a stub that raises
    ``NotImplementedError``.
 
-Solution cells carry nbgrader's cell metadata, so instructors can also feed the solutions notebooks
-to nbgrader. ``--check`` changes nothing and exits with 1 when a notebook is out of step.
+Instructors feed the solutions notebooks to nbgrader under the student notebook's name (see
+INSTRUCTORS.md and ``python -m utils.nbgrader_course``). ``--check`` changes nothing and exits with
+1 when a notebook is out of step; naming notebooks or chapter folders limits the command to them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import io
 import re
@@ -66,6 +72,77 @@ def _header_cells(notebook_path: Path, solutions_path: Path) -> list[Any]:
 
 def is_solution_cell(cell: Any) -> bool:
     return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution", False))
+
+
+def is_graded_test_cell(cell: Any) -> bool:
+    """A locked nbgrader cell worth points that holds no solution: an exercise's self-check."""
+    metadata = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(metadata.get("grade")) and not metadata.get("solution") and bool(metadata.get("locked"))
+
+
+TEST_CELL_SUFFIX = "_check"
+_DIFFICULTY = re.compile(r"Difficulty:?\*{0,2}\s*((?:\N{LARGE RED CIRCLE})+)")
+
+
+def _check_call_start(source: str) -> int | None:
+    """0-based line on which the cell's last statement starts, when that statement is a self-check
+    call (``something.check_name(...)`` or ``check_name(...)``) that follows other code; else ``None``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    if len(tree.body) < 2:
+        return None
+    last = tree.body[-1]
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return None
+    function = last.value.func
+    name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+    return last.lineno - 1 if name.startswith("check_") else None
+
+
+def exercise_points(cells: list[Any], index: int) -> int:
+    """Points for the exercise in ``cells[index]``: its difficulty (the 🔴 in the markdown above it), at least 1."""
+    for cell in reversed(cells[:index]):
+        if cell.cell_type == "markdown":
+            found = _DIFFICULTY.search(cell.source)
+            return len(found.group(1)) if found else 1
+    return 1
+
+
+def split_check_cells(cells: list[Any]) -> list[Any]:
+    """Move each exercise's self-check call into a locked, graded nbgrader test cell of its own.
+
+    A solution cell whose last statement is a ``check_...(...)`` call becomes two cells: the
+    solution (everything before the call) and a test cell with the call, metadata
+    ``{"grade": true, "locked": true, "points": N, "solution": false, "task": false, "grade_id":
+    "<exercise>_check"}`` where N is the exercise's difficulty. nbgrader gives the points when the
+    cell runs without error, so a wrong answer (the check raises) scores 0 for that exercise.
+    Deterministic and idempotent: a split cell no longer ends with a check call.
+    """
+    result: list[Any] = []
+    for index, cell in enumerate(cells):
+        start = _check_call_start(cell.source) if cell.cell_type == "code" and is_solution_cell(cell) else None
+        if start is None:
+            result.append(cell)
+            continue
+        lines = cell.source.splitlines()
+        solution = copy.deepcopy(cell)
+        solution.source = "\n".join(lines[:start]).rstrip()
+        solution.outputs, solution.execution_count = [], None
+        test = nbformat.v4.new_code_cell("\n".join(lines[start:]).strip())
+        test.pop("id", None)
+        test.metadata["nbgrader"] = {
+            "grade": True,
+            "grade_id": cell.metadata["nbgrader"]["grade_id"] + TEST_CELL_SUFFIX,
+            "locked": True,
+            "points": exercise_points(cells, index),
+            "schema_version": NBGRADER_SCHEMA_VERSION,
+            "solution": False,
+            "task": False,
+        }
+        result += [solution, test]
+    return result
 
 
 _MARKER_WORDS = re.compile(r"(BEGIN|END)\s*SOLUTION", re.IGNORECASE)
@@ -156,6 +233,14 @@ def validate(notebook: Any, path: Path) -> None:
     """Check nbgrader markup: markers only in solution cells, well-formed regions, unique grade ids."""
     grade_ids: set[str] = set()
     for index, cell in enumerate(notebook.cells):
+        if is_graded_test_cell(cell):
+            metadata = cell.metadata["nbgrader"]
+            where = f"{_relative(path)}, cell {index}"
+            if metadata.get("grade_id") in grade_ids or not metadata.get("grade_id"):
+                raise NotebookError(f"{where}: a graded cell needs a grade_id of its own, got {metadata.get('grade_id')!r}.")
+            if not metadata.get("points"):
+                raise NotebookError(f"{where}: a graded cell needs \"points\" above 0 in its nbgrader metadata.")
+            grade_ids.add(metadata["grade_id"])
         source = cell.source
         has_markers = BEGIN in source or END in source
         where = f"{_relative(path)}, cell {index}"
@@ -206,7 +291,7 @@ def render(solutions: Path) -> tuple[str, str]:
     """The solutions notebook as it should be on disk, and the student notebook generated from it."""
     notebook = nbformat.read(solutions, as_version=4)
     validate(notebook, solutions)
-    body = [cell for cell in notebook.cells if ROLE_KEY not in cell.get("metadata", {})]
+    body = split_check_cells([cell for cell in notebook.cells if ROLE_KEY not in cell.get("metadata", {})])
     for cell in body:
         if cell.cell_type == "code":
             cell.outputs = []
@@ -226,10 +311,29 @@ def render(solutions: Path) -> tuple[str, str]:
     return nbformat.writes(notebook) + "\n", nbformat.writes(student) + "\n"
 
 
-def sync(check: bool = False, chapters_dir: Path = CHAPTERS_DIR) -> list[Path]:
-    """Write (or with ``check``, only compare) every notebook; return those that were out of step."""
+def select(only: list[Path], chapters_dir: Path = CHAPTERS_DIR) -> list[Path]:
+    """The solutions notebooks named by ``only`` (solutions or student notebooks, or chapter folders);
+    all of them when ``only`` is empty. A path that names none raises :class:`NotebookError`."""
+    everything = solutions_notebooks(chapters_dir)
+    if not only:
+        return everything
+    chosen: list[Path] = []
+    for path in only:
+        path = path.resolve()
+        if path.name.endswith(EXERCISES_SUFFIX):
+            path = path.with_name(path.name[: -len(EXERCISES_SUFFIX)] + SOLUTIONS_SUFFIX)
+        matches = [book for book in everything if book.resolve() == path or book.resolve().is_relative_to(path)]
+        if not matches:
+            raise NotebookError(f"{path} names no solutions notebook under {chapters_dir}; give a chapter folder or a *{SOLUTIONS_SUFFIX}")
+        chosen += [book for book in matches if book not in chosen]
+    return sorted(chosen)
+
+
+def sync(check: bool = False, chapters_dir: Path = CHAPTERS_DIR, only: list[Path] | None = None) -> list[Path]:
+    """Write (or with ``check``, only compare) every notebook, or those in ``only`` (see :func:`select`);
+    return those that were out of step."""
     stale = []
-    for solutions in solutions_notebooks(chapters_dir):
+    for solutions in select(list(only or []), chapters_dir):
         expected_solutions, expected_student = render(solutions)
         for path, text in ((solutions, expected_solutions), (exercises_path(solutions), expected_student)):
             current = path.read_text() if path.exists() else None
@@ -244,9 +348,11 @@ def main(argv: list[str] | None = None, chapters_dir: Path = CHAPTERS_DIR) -> in
     parser = argparse.ArgumentParser(prog="python -m utils.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if out of step")
+    parser.add_argument("paths", nargs="*", type=Path,
+                        help="chapter folders or notebooks to sync (default: every chapter)")
     args = parser.parse_args(argv)
     try:
-        stale = sync(check=args.check, chapters_dir=chapters_dir)
+        stale = sync(check=args.check, chapters_dir=chapters_dir, only=args.paths)
     except NotebookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

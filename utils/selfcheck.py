@@ -14,7 +14,17 @@ import torch
 
 
 class SelfCheckFailed(AssertionError):
-    """The learner's answer differs from the reference; the message says how."""
+    """The learner's answer differs from the reference; the message says how.
+
+    In Jupyter the failure shows as its message alone: IPython calls ``_render_traceback_`` instead
+    of printing the traceback, which would run through the course's internals and bury the one
+    line the learner needs. (nbgrader's feedback shows the same line.) Outside IPython it is an
+    ordinary ``AssertionError`` with the full traceback.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = str(self).splitlines() or [""]
+        return [f"SelfCheckFailed: {lines[0]}", *lines[1:]]
 
 
 def call_learner(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -24,8 +34,8 @@ def call_learner(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         return function(*args, **kwargs)
     except NotImplementedError:
         raise SelfCheckFailed(
-            f"{name} still raises NotImplementedError: replace the stub in the exercise cell with "
-            "your code, run that cell, then run this check again."
+            f"{name} still raises NotImplementedError: replace `raise NotImplementedError()` in the cell "
+            f"that defines {name} with your code, run that cell, then run the check again."
         ) from None
 
 

@@ -21,6 +21,7 @@ from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
 from utils.memory_dt.env import CONFIGURATIONS, make_env
+from utils.plotting import TEMPLATE
 
 
 def render_episode(configuration: int, actions: Sequence[int] | Tensor) -> UInt8[np.ndarray, "frame height width 3"]:
@@ -123,7 +124,7 @@ def network_figure(
             marker={"size": 12, "color": color}, name=f"{source}s" if side == 0 else f"{target}s",
         ))
     figure.update_layout(
-        title=title, template="simple_white", height=max(400, 22 * max(len(sources), len(targets))),
+        title=title, template=TEMPLATE, height=max(400, 22 * max(len(sources), len(targets))),
         xaxis={"visible": False, "range": [-1.6, 1.6]}, yaxis={"visible": False},
     )
     return figure

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from utils.planarity.attention_view import vertex_positions
 from utils.planarity.data import graph_from_adjacency
 from utils.planarity.model import GraphInput, as_adjacency_batch
+from utils.plotting import TEMPLATE
 
 EDGE_COLOUR = "#b0b0b0"
 HIGHLIGHT_COLOUR = "#d62728"
@@ -93,6 +94,6 @@ def draw_graphs(
         _add_graph(figure, graph, highlight, index // cols + 1, index % cols + 1)
     figure.update_xaxes(visible=False, range=[-1.25, 1.25])
     figure.update_yaxes(visible=False, range=[-1.25, 1.25])
-    figure.update_layout(title=title, template="simple_white", width=size * cols + 40,
+    figure.update_layout(title=title, template=TEMPLATE, width=size * cols + 40,
                          height=size * rows + 80, margin={"l": 20, "r": 20, "t": 70, "b": 20})
     return figure
