@@ -218,3 +218,17 @@ def test_notebook_structural_claims_fail_on_an_untrained_model(model, graphs):
         ablated = causal.run_with_ablation(model, k33, [name], reference)
         raised.append(dla[name] > 2 and (ablated[:, PLANAR] - ablated[:, NON_PLANAR]).mean().item() > k33_ld + 2)
     assert not (called_planar > 0.9 and all(raised))
+
+
+def test_neuron_degree_correlation_check_refuses_nan_for_a_constant_neuron():
+    from utils.planarity import neuron_checks
+    from utils.selfcheck import SelfCheckFailed
+
+    def naive(activations, degree):  # no guard for a neuron that never varies: 0 / 0 = NaN
+        flat = activations.reshape(-1, activations.shape[-1])
+        centred, centred_degree = flat - flat.mean(0), degree.reshape(-1) - degree.mean()
+        return (centred * centred_degree[:, None]).sum(0) / (centred.norm(dim=0) * centred_degree.norm())
+
+    activations, degree = torch.rand(4, 10, 6), torch.randint(0, 9, (4, 10)).float()
+    with pytest.raises(SelfCheckFailed, match="NaN"):
+        neuron_checks.check_neuron_degree_correlation(naive, activations, degree)

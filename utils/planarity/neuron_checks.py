@@ -40,15 +40,17 @@ def check_neuron_degree_correlation(
     """``correlation(activations, degree)``: one Pearson correlation per neuron over all (graph, vertex) pairs."""
     generator = torch.Generator().manual_seed(1)
     toy_degree = torch.randint(0, 9, (6, 10), generator=generator).float()
-    toy = torch.stack([2 * toy_degree + 1, -toy_degree, torch.randn(6, 10, generator=generator), toy_degree ** 2], dim=-1)
-    for where, case_activations, case_degree in [("planted neurons (2d+1, -d, noise, d²)", toy, toy_degree),
+    toy = torch.stack([2 * toy_degree + 1, -toy_degree, torch.randn(6, 10, generator=generator), toy_degree ** 2,
+                       torch.zeros(6, 10)], dim=-1)
+    for where, case_activations, case_degree in [("planted neurons (2d+1, -d, noise, d², a dead neuron)", toy, toy_degree),
                                                   ("the model's neurons", activations, degree)]:
         expected = neurons.neuron_degree_correlation(case_activations, case_degree)
         actual = call_learner(correlation, case_activations.clone(), case_degree.clone())
         assert_tensors_close(
             f"neuron_degree_correlation on {where}", actual, expected, atol=1e-4,
             hint="Flatten graphs and vertices into one axis, centre each neuron's activations and the degrees, and "
-            "divide the summed product by the product of their norms. 2d+1 must give +1 and -d give -1.",
+            "divide the summed product by the product of their norms. 2d+1 must give +1 and -d give -1, and a neuron "
+            "that never varies must give 0, not NaN.",
         )
     passed("neuron_degree_correlation")
 
