@@ -115,11 +115,13 @@ def test_render_episode_and_decision_step():
         analysis.decision_step(torch.tensor([2, 2]))
 
 
-def test_network_figure_has_one_trace_per_edge_plus_two_node_groups():
+def test_network_figure_has_one_trace_per_edge_plus_two_node_groups_and_a_colour_legend():
     import pandas as pd
 
     edges = pd.DataFrame({"source": ["a", "a", "b"], "target": ["x", "y", "x"], "score": [1.0, -0.5, 0.2]})
     figure = analysis.network_figure(edges, source="source", target="target")
-    assert len(figure.data) == 3 + 2
+    assert len(figure.data) == 3 + 2 + 2
+    legend = {trace.name: trace.line.color for trace in figure.data[5:]}
+    assert legend == {"positive score (excites)": "firebrick", "negative score (inhibits)": "royalblue"}
     colours = [trace.line.color for trace in figure.data[:3]]
     assert colours.count("royalblue") == 1

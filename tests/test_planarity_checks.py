@@ -97,3 +97,16 @@ def test_draw_graphs_highlights_the_certificate_edges():
     assert red_lines[1].x == ()
     with pytest.raises(ValueError, match="one of each"):
         draw_graphs([graph], [None, None])
+
+
+def test_draw_graphs_fits_the_notebook_and_breaks_long_panel_titles():
+    from utils.planarity.plots import MAX_WIDTH
+
+    graphs = [nx.complete_graph(5)] * 6
+    wide = draw_graphs(graphs, None, ["g"] * 6, cols=4, size=300)
+    assert wide.layout.width <= MAX_WIDTH  # wider figures are cut off in JupyterLab's output area
+    titles = ["K5 + 5 isolated vertices: P(planar) 1.00"] * 6
+    figure = draw_graphs(graphs, None, titles, cols=3, size=260)
+    assert all(note.text == "K5 + 5 isolated vertices:<br>P(planar) 1.00" for note in figure.layout.annotations)
+    short = draw_graphs(graphs, None, ["K5: P(planar) 1.00"] * 6, cols=3, size=260)
+    assert all("<br>" not in note.text for note in short.layout.annotations)

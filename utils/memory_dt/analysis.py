@@ -121,10 +121,14 @@ def network_figure(
             x=[positions[node][0] for node in nodes], y=[positions[node][1] for node in nodes],
             mode="markers+text", text=list(nodes), hovertext=hover, hoverinfo="text",
             textposition="middle left" if side == 0 else "middle right",
-            marker={"size": 12, "color": color}, name=f"{source}s" if side == 0 else f"{target}s",
+            marker={"size": 12, "color": color},
+            name=(f"{source}s" if side == 0 else f"{target}s").replace("_", " "),
         ))
+    for color, meaning in (("firebrick", f"positive {value} (excites)"), ("royalblue", f"negative {value} (inhibits)")):
+        # legend entries only, so that the colours of the edges are explained on the figure itself
+        figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": color, "width": 3}, name=meaning))
     figure.update_layout(
-        title=title, template=TEMPLATE, height=max(400, 22 * max(len(sources), len(targets))),
+        title=title, template=TEMPLATE, height=max(400, 28 * max(len(sources), len(targets)) + 100),
         xaxis={"visible": False, "range": [-1.6, 1.6]}, yaxis={"visible": False},
     )
     return figure

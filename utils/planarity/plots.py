@@ -22,6 +22,9 @@ from utils.plotting import TEMPLATE
 EDGE_COLOUR = "#b0b0b0"
 HIGHLIGHT_COLOUR = "#d62728"
 VERTEX_COLOUR = "#1f77b4"
+#: The widest figure :func:`draw_graphs` makes, in pixels: a notebook's output area in JupyterLab
+#: (file browser open, 1400-pixel window) is about 960 pixels wide and cuts off anything wider.
+MAX_WIDTH = 940
 
 
 def _as_graph(graph: GraphInput) -> nx.Graph:
@@ -63,6 +66,17 @@ def _add_graph(
     ), row=row, col=col)
 
 
+#: Subplot titles are drawn at this font size; a title wider than its panel (about
+#: ``0.55 * TITLE_FONT_SIZE`` pixels a character) is broken after its first ": " onto two lines.
+TITLE_FONT_SIZE = 13
+
+
+def _fit_title(title: str, size: int) -> str:
+    if len(title) * 0.55 * TITLE_FONT_SIZE > size - 12 and ": " in title:
+        return title.replace(": ", ":<br>", 1)
+    return title
+
+
 def draw_graphs(
     graphs: Sequence[GraphInput],
     highlights: Optional[Sequence[Optional[nx.Graph]]] = None,
@@ -76,6 +90,7 @@ def draw_graphs(
 
     ``highlights[i]``, when given and not ``None``, is a subgraph of ``graphs[i]`` (for instance
     a Kuratowski certificate) whose edges are drawn thick and red, with its branch vertices red.
+    Each panel is ``size`` pixels square, smaller where ``cols`` panels would exceed :data:`MAX_WIDTH`.
     """
     graphs = [_as_graph(graph) for graph in graphs]
     if not graphs:
@@ -88,12 +103,18 @@ def draw_graphs(
         )
     cols = max(1, min(cols, len(graphs)))
     rows = -(-len(graphs) // cols)
-    figure = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
-                           horizontal_spacing=0.03, vertical_spacing=0.08)
+    size = min(size, (MAX_WIDTH - 40) // cols)  # panels shrink rather than spill out of the notebook
+    titles = [_fit_title(text, size) for text in titles]
+    two_lines = any("<br>" in text for text in titles)
+    title_room = 2 * TITLE_FONT_SIZE + 14 if two_lines else TITLE_FONT_SIZE + 14  # pixels above each panel
+    height = size * rows + title_room * rows + 60
+    figure = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.03,
+                           vertical_spacing=min(0.3, title_room / height) if rows > 1 else 0.08)
+    figure.update_annotations(font_size=TITLE_FONT_SIZE)  # the subplot titles (there are no other annotations)
     for index, (graph, highlight) in enumerate(zip(graphs, highlights)):
         _add_graph(figure, graph, highlight, index // cols + 1, index % cols + 1)
     figure.update_xaxes(visible=False, range=[-1.25, 1.25])
     figure.update_yaxes(visible=False, range=[-1.25, 1.25])
-    figure.update_layout(title=title, template=TEMPLATE, width=size * cols + 40,
-                         height=size * rows + 80, margin={"l": 20, "r": 20, "t": 70, "b": 20})
+    figure.update_layout(title=title, template=TEMPLATE, width=size * cols + 40, height=height,
+                         margin={"l": 20, "r": 20, "t": 64 + title_room, "b": 10})
     return figure
