@@ -94,7 +94,7 @@ def test_explain_attention_scores_recovers_planted_coefficients(graphs):
 def test_mean_ablation_of_a_silent_head_changes_nothing(graphs):
     silent = build_model(DEFAULT_MODEL_CONFIG).eval()
     silent.blocks[1].attn.W_O.data[4] = 0  # head 1.4 writes nothing
-    table = circuit.mean_ablation_table(silent, graphs.adjacency, graphs.labels).set_index("component")
+    table = circuit.ablation_table(silent, graphs.adjacency, graphs.labels).set_index("component")
     assert len(table) == 1 + 2 * 8 + 2
     assert table.loc["1.4", "logit difference"] == pytest.approx(table.loc["none", "logit difference"], abs=1e-4)
     assert table.loc["MLP 1", "logit difference"] != pytest.approx(table.loc["none", "logit difference"], abs=1e-4)
@@ -190,7 +190,7 @@ def test_rebuild_resid_pre_1_check(model, setup):
 def test_table_building_tools_work_with_autograd_on(model, graphs, setup):
     """A learner who never called torch.set_grad_enabled(False) still gets tables, not a .numpy() error."""
     with torch.enable_grad():
-        assert len(circuit.mean_ablation_table(model, graphs.adjacency[:4], graphs.labels[:4])) == 19
+        assert len(circuit.ablation_table(model, graphs.adjacency[:4], graphs.labels[:4])) == 19
         assert len(circuit.explain_attention_scores(model.run_with_cache(graphs.adjacency[:4])[1]["attn_scores", 0], graphs.adjacency[:4])) == 8
         assert set(circuit.composition_scores(model)) == {"Q", "K", "V"}
         assert len(circuit.exhaustive_path_patching(setup)) == 4 ** len(setup.component_names)

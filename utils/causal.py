@@ -226,13 +226,13 @@ def ablation_hooks(
     ``"resample"``, one draw of reference inputs (from ``seed``) serves every component.
     """
     ablated = components(model, ablated)
-    first = next(iter(reference.values()), None) if len(reference.keys()) else None
-    if first is None and ablated:
+    hook_names = list(reference.keys())
+    if ablated and not hook_names:
         raise ValueError("the reference cache is empty: build it with reference_cache(model, inputs, names)")
     indices = None
-    if kind == "resample":
-        generator = torch.Generator().manual_seed(seed)
-        indices = torch.randint(first.shape[0], (batch_size,), generator=generator)
+    if kind == "resample" and ablated:
+        reference_batch = len(reference[hook_names[0]])
+        indices = torch.randint(reference_batch, (batch_size,), generator=torch.Generator().manual_seed(seed))
     pairs = []
     for item in ablated:
         if item.hook_name not in reference.keys():

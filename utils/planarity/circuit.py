@@ -195,13 +195,6 @@ def ablation_table(
     return pd.DataFrame(rows)
 
 
-def mean_ablation_table(
-    model: PlanarityTransformer, adjacency: Float[Tensor, "graph vertex vertex"], labels: Int[Tensor, "graph"]
-) -> pd.DataFrame:
-    """:func:`ablation_table` with each component replaced by its mean over ``adjacency``, per vertex position."""
-    return ablation_table(model, adjacency, labels, kind="mean", per_position=True)
-
-
 def patch_heads(
     model: PlanarityTransformer,
     corrupted_adjacency: Float[Tensor, "graph vertex vertex"],
