@@ -17,6 +17,7 @@ from utils import load_metrics, load_model
 from utils.checkpoints import REPO_ROOT
 from utils.modular import fourier, load_training_log
 from utils.modular.data import P, all_pairs, labels_for, train_test_split
+from utils.modular.model import DEFAULT_MODEL_CONFIG, build_model
 
 
 def test_all_pairs_order_and_labels():
@@ -206,3 +207,15 @@ def test_frequency_lists_are_accepted_exactly_when_distinct_and_in_range(frequen
         assert valid and directions.shape == (2 * len(frequencies), P, P) and torch.isfinite(directions).all()
         gram = directions.flatten(1) @ directions.flatten(1).T
         assert torch.allclose(gram, torch.eye(len(gram)), atol=1e-4)  # orthonormal: no alias slipped through
+
+
+def test_final_position_logits_match_the_hooked_forward(shipped_model):
+    """The training loop's fast forward computes what the hooked model computes at '='."""
+    from utils.modular.model import final_position_logits
+
+    tokens = all_pairs(P)[::7]
+    hooked = shipped_model(tokens)[:, -1, :]
+    fast = final_position_logits(shipped_model, tokens)
+    assert torch.allclose(fast, hooked, atol=1e-4, rtol=1e-5), float((fast - hooked).abs().max())
+    untrained = build_model(DEFAULT_MODEL_CONFIG)
+    assert torch.allclose(final_position_logits(untrained, tokens), untrained(tokens)[:, -1, :], atol=1e-5)

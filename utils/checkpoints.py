@@ -6,8 +6,10 @@ Every shipped model lives in ``trained_models/<name>/`` as four files:
 - ``config.json``: plain data, ``{"model": {...}, "training": {...}}``; ``model`` is enough to
   rebuild the architecture, ``training`` records how the weights were made;
 - ``metrics.json``: what was measured on the final weights at the end of training;
+- ``snapshots.pt`` (Chapter 3 only): weight snapshots over training, read with
+  :func:`load_snapshots`;
 - ``weights.sha256``: the SHA-256 of ``weights.pt``, so a truncated or altered file is caught,
-  and on a second line the SHA-256 of ``config.json``'s ``model`` section as it was when the
+  (for a model whose training run ships, the SHA-256 of ``snapshots.pt`` too), and on a line the SHA-256 of ``config.json``'s ``model`` section as it was when the
   weights were saved, so an edited architecture field that changes no weight shape (``act_fn``,
   ``context_timesteps``, ...) is caught too.
 
@@ -36,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINED_MODELS_DIR = REPO_ROOT / "trained_models"
 
 WEIGHTS_FILE = "weights.pt"
+SNAPSHOTS_FILE = "snapshots.pt"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HASH_FILE = "weights.sha256"
@@ -96,10 +99,13 @@ def save_checkpoint(
     directory: str | Path,
     config: dict[str, Any],
     metrics: dict[str, Any],
+    snapshots: dict[int, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``weights.pt``, ``config.json``, ``metrics.json`` and ``weights.sha256``.
 
-    ``config`` must be ``{"model": ..., "training": ...}`` of plain JSON data.
+    ``config`` must be ``{"model": ..., "training": ...}`` of plain JSON data. ``snapshots`` (epoch
+    to named weights, every snapshot with the same names and shapes) also writes ``snapshots.pt``:
+    ``{"epochs": [n], name: [n, *shape], ...}``.
     """
     if not isinstance(config, dict) or set(config) != {"model", "training"}:
         raise ValueError("config must have exactly the keys 'model' and 'training'")
@@ -118,11 +124,18 @@ def save_checkpoint(
         torch.save(state_dict, temporary)
     for file_name, text in texts.items():
         write_text(directory / file_name, text)
-    write_text(
-        directory / HASH_FILE,
-        f"{sha256_of(directory / WEIGHTS_FILE)}  {WEIGHTS_FILE}\n"
-        f"{config_fingerprint(json.loads(texts[CONFIG_FILE])['model'])}  {CONFIG_FINGERPRINT_NAME}\n",
-    )
+    hash_lines = f"{sha256_of(directory / WEIGHTS_FILE)}  {WEIGHTS_FILE}\n"
+    if snapshots:
+        epochs = sorted(snapshots)
+        names = list(snapshots[epochs[0]])
+        stacked: dict[str, torch.Tensor] = {"epochs": torch.tensor(epochs, dtype=torch.int64)}
+        for name in names:
+            stacked[name] = torch.stack([snapshots[epoch][name].detach().cpu() for epoch in epochs])
+        with atomic_path(directory / SNAPSHOTS_FILE) as temporary:
+            torch.save(stacked, temporary)
+        hash_lines += f"{sha256_of(directory / SNAPSHOTS_FILE)}  {SNAPSHOTS_FILE}\n"
+    hash_lines += f"{config_fingerprint(json.loads(texts[CONFIG_FILE])['model'])}  {CONFIG_FINGERPRINT_NAME}\n"
+    write_text(directory / HASH_FILE, hash_lines)
     return directory
 
 
@@ -335,6 +348,36 @@ def load_model(
     move_to_device(model, target_device)
     model.eval()
     return model
+
+
+def load_snapshots(
+    name: str = "modular_addition", directory: str | Path | None = None
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The weight snapshots a training run shipped: ``{epoch: {parameter name: float16 tensor}}``.
+
+    Load one into a model with ``model.load_state_dict(snapshot, strict=False)`` (the frozen
+    biases are not stored). The file is checked against its SHA-256 in ``weights.sha256`` first.
+    """
+    _entry(name)
+    directory = _checkpoint_folder(name, directory)
+    fix = _fix_hint(name, directory)
+    path, hash_path = directory / SNAPSHOTS_FILE, directory / HASH_FILE
+    _require_file(hash_path, "Checkpoint file", fix)
+    recorded = next((fields[0] for fields in (line.split() for line in _read_text(hash_path, fix).splitlines())
+                     if fields[1:] == [SNAPSHOTS_FILE]), None)
+    if recorded is None:
+        raise CheckpointError(f"{hash_path} records no SHA-256 for {SNAPSHOTS_FILE}: this checkpoint ships no "
+                              f"training snapshots. {fix}")
+    _require_file(path, "Snapshot file", fix)
+    actual = sha256_of(path)
+    if actual != recorded:
+        raise CheckpointError(f"Snapshots {path} are corrupted: their SHA-256 is {actual[:12]}... but {HASH_FILE} "
+                              f"records {recorded[:12]}... {fix}")
+    stacked = _read_state_dict(path, fix)
+    epochs = stacked.pop("epochs", None)
+    if epochs is None or epochs.ndim != 1 or any(value.shape[:1] != epochs.shape for value in stacked.values()):
+        raise CheckpointError(f"{path} does not hold one weight per snapshot epoch. {fix}")
+    return {int(epoch): {key: value[index] for key, value in stacked.items()} for index, epoch in enumerate(epochs)}
 
 
 def move_to_device(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
