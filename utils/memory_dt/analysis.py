@@ -5,7 +5,13 @@
 - :func:`long_data_frame`: a tensor as a long pandas table, one row per entry, named axes;
 - :func:`strongest`: the ``k`` largest and ``k`` smallest scores of each group of a long table;
 - :func:`network_figure`: a plotly drawing of a weighted bipartite graph (no external JavaScript,
-  so it works offline in JupyterLab and on Colab).
+  so it works offline in JupyterLab and on Colab);
+- :func:`decision_step`: the step of an episode's first turn;
+- :func:`ov_svd`: the thin SVD of every head's OV circuit from its two factors;
+- :func:`gain_against_random_directions`: how much more a head's OV circuit amplifies one direction
+  than random directions (a baseline for "this head reads X").
+
+Playing the agent with forced action prefixes lives in :mod:`utils.memory_dt.behaviour`.
 """
 
 from __future__ import annotations
