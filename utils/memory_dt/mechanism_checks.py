@@ -59,6 +59,13 @@ def reference_qk_ov_patch(
     return pattern_only, value_only
 
 
+def _returned_tensor(name: str, result: Any) -> Tensor:
+    """A hook that returns nothing leaves the activation as it was; say so instead of comparing logits."""
+    if not isinstance(result, Tensor):
+        raise SelfCheckFailed(f"{name} returned {type(result).__name__}; return the edited z (a tensor of the same shape)")
+    return result
+
+
 def _run_hook(model: DecisionTransformer, inputs: Inputs, hook_name: str, hook: Callable[..., Tensor]) -> Tensor:
     with torch.no_grad():
         return model.run_with_hooks(*inputs, fwd_hooks=[(hook_name, hook)])
@@ -72,11 +79,9 @@ def check_mean_ablation_hook(learner: Callable[..., Tensor], model: DecisionTran
         expected = _run_hook(model, inputs, hook_name, partial(reference_mean_ablation_hook, head=head, mean_z=mean_z[layer, :, head]))
 
         def hook(z: Tensor, hook: Any, head: int = head, layer: int = layer) -> Tensor:
-            return call_learner(learner, z, hook, head=head, mean_z=mean_z[layer, :, head])
+            return _returned_tensor("mean_ablation_hook", call_learner(learner, z, hook, head=head, mean_z=mean_z[layer, :, head]))
 
         actual = _run_hook(model, inputs, hook_name, hook)
-        if actual is None or not isinstance(actual, Tensor):
-            raise SelfCheckFailed("mean_ablation_hook must return the edited z (a tensor); yours returned nothing")
         assert_tensors_close(f"logits with L{layer}H{head} mean-ablated by your hook", actual, expected, atol=1e-4,
                              hint="replace only head `head` (z[:, :, head]), with mean_z at every position, not zeros")
     passed("mean_ablation_hook")
@@ -93,11 +98,9 @@ def check_patch_head_hook(learner: Callable[..., Tensor], model: DecisionTransfo
                              partial(reference_patch_head_hook, head=1, positions=positions, source_z=source_z))
 
         def hook(z: Tensor, hook: Any, positions: list[int] = positions) -> Tensor:
-            return call_learner(learner, z, hook, head=1, positions=positions, source_z=source_z)
+            return _returned_tensor("patch_head_hook", call_learner(learner, z, hook, head=1, positions=positions, source_z=source_z))
 
         actual = _run_hook(model, inputs, "blocks.0.attn.hook_z", hook)
-        if not isinstance(actual, Tensor):
-            raise SelfCheckFailed("patch_head_hook must return the edited z (a tensor)")
         assert_tensors_close(f"logits with L0H1 patched at positions {positions if len(positions) < 4 else 'all'}", actual, expected,
                              atol=1e-4, hint="copy source_z only for head `head` and only at `positions`")
     passed("patch_head_hook")
