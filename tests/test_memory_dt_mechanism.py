@@ -215,3 +215,21 @@ def test_patch_hook_that_returns_nothing_is_named(model, decision):
     inputs, corrupted = decision
     with pytest.raises(SelfCheckFailed, match="returned NoneType"):
         mechanism_checks.check_patch_head_hook(lambda z, hook, head, positions, source_z: None, model, corrupted, inputs)
+
+
+def test_patch_holding_check(model, decision):
+    inputs, corrupted = decision
+    mechanism_checks.check_patch_holding(mechanism_checks.reference_patch_holding, model, corrupted, inputs)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        mechanism_checks.check_patch_holding(stub, model, corrupted, inputs)
+
+    def ignores_held(model, inputs, source, base, patched, held):
+        return mechanism_checks.reference_patch_holding(model, inputs, source, base, patched, [])
+
+    def holds_at_source(model, inputs, source, base, patched, held):
+        return mechanism_checks.reference_patch_holding(model, inputs, source, source, patched, held)
+
+    for wrong in (ignores_held, holds_at_source):
+        with pytest.raises(SelfCheckFailed, match="differs") as error:
+            mechanism_checks.check_patch_holding(wrong, model, corrupted, inputs)
+        assert "\n" not in str(error.value)

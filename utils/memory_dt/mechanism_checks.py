@@ -13,7 +13,9 @@ from typing import Any, Callable
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import ActivationCache
 
+from utils import causal
 from utils.memory_dt.model import DecisionTransformer
 from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
 
@@ -118,3 +120,29 @@ def check_qk_ov_patch(learner: Callable[..., Any], model: DecisionTransformer, i
                                  hint="patch hook_pattern [batch, head, query, key] for the pattern and hook_v [batch, pos, head, d_head] "
                                       "for the values, each only for `head`, with the source run's activation")
     passed("qk_ov_patch")
+
+
+@torch.no_grad()
+def reference_patch_holding(
+    model: DecisionTransformer, inputs: Inputs, source: ActivationCache, base: ActivationCache,
+    patched: list[tuple[int, int]], held: list[tuple[int, int]],
+) -> Float[Tensor, "batch timestep action"]:
+    """The model on ``inputs`` with the heads ``patched`` (``(layer, head)`` pairs) set to their
+    ``source`` outputs and the heads ``held`` fixed at their ``base`` outputs (``base`` is the
+    cache of ``inputs`` itself), so a patched head's effect cannot pass through a held one."""
+    hooks = causal.patching_hooks(model, [f"{layer}.{head}" for layer, head in patched], source)
+    hooks += causal.patching_hooks(model, [f"{layer}.{head}" for layer, head in held if (layer, head) not in patched], base)
+    return causal.run_with_hooks(model, inputs, hooks)
+
+
+def check_patch_holding(learner: Callable[..., Tensor], model: DecisionTransformer, inputs: Inputs, source_inputs: Inputs) -> None:
+    """The learner's patch-while-holding logits against the reference, for three choices of heads."""
+    _, source = model.run_with_cache(*source_inputs)
+    _, base = model.run_with_cache(*inputs)
+    cases = (([(0, 1)], [(1, 2), (1, 3)]), ([(0, 1)], []), ([(1, 2), (1, 3)], [(2, 4)]))
+    for patched, held in cases:
+        actual = call_learner(learner, model, inputs, source, base, patched, held)
+        expected = reference_patch_holding(model, inputs, source, base, patched, held)
+        assert_tensors_close(f"logits with {patched} patched and {held} held", actual, expected, atol=1e-4,
+                             hint="patched heads take hook_z from `source`, held heads from `base`; both on hook_z of their layer")
+    passed("patch_holding")
