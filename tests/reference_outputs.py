@@ -177,6 +177,17 @@ def compute_outputs(name: str, model: Any, stored: dict[str, Tensor]) -> dict[st
     return {key: value.detach().float().contiguous() for key, value in outputs.items()}
 
 
+@torch.no_grad()
+def untrained_logits(name: str, stored: dict[str, Tensor]) -> Tensor:
+    """Logits of a freshly built (seeded) model of the shipped architecture: pins the initialisation,
+    which the notebooks' untrained baselines depend on."""
+    from utils.checkpoints import MODELS, load_config
+
+    model = MODELS[name].build(load_config(name)["model"]).eval()
+    inputs = model_inputs(name, stored)
+    return model(*(inputs if isinstance(inputs, tuple) else (inputs,))).detach().float().contiguous()
+
+
 def main() -> None:
     from utils.checkpoints import load_model
 
@@ -186,6 +197,7 @@ def main() -> None:
         stored = make_inputs(name)
         model = load_model(name, device="cpu")
         reference[name] = {"inputs": stored, "outputs": compute_outputs(name, model, stored)}
+        reference[name]["outputs"]["untrained/logits"] = untrained_logits(name, stored)
         print(name, {key: tuple(value.shape) for key, value in reference[name]["outputs"].items()})
     REFERENCE_FILE.parent.mkdir(parents=True, exist_ok=True)
     torch.save(reference, REFERENCE_FILE)

@@ -5,7 +5,8 @@ model's logits on fixed inputs, the logits after a dozen kinds of hook edits (a 
 zeroed, ``resid_pre`` patched from another input, the attention pattern or scores replaced,
 ``resid_mid`` moved, neurons and an MLP zeroed, ``q``/``v``/LayerNorm outputs scaled, ...), each
 head's direct logit attribution from ``ActivationCache.stack_head_results`` and, for the decision
-transformer, the same after ``fold_layer_norm``. Whatever the models are built on, and whichever
+transformer, the same after ``fold_layer_norm``; and the logits of a freshly built model, so the
+initialisation (the notebooks' untrained baselines) stays the same too. Whatever the models are built on, and whichever
 TransformerLens major is installed, these must agree within 1e-5.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reference_outputs import MODEL_NAMES, REFERENCE_FILE, compute_outputs
+from reference_outputs import MODEL_NAMES, REFERENCE_FILE, compute_outputs, untrained_logits
 from utils.checkpoints import load_model
 
 TOLERANCE = 1e-5
@@ -44,6 +45,7 @@ def test_reference_file_is_small_and_complete(reference):
 def test_shipped_model_reproduces_reference_outputs(name, reference):
     stored = reference[name]
     actual = compute_outputs(name, load_model(name, device="cpu"), stored["inputs"])
+    actual["untrained/logits"] = untrained_logits(name, stored["inputs"])
     assert set(actual) == set(stored["outputs"]), "the set of reference outputs changed"
     for key, expected in stored["outputs"].items():
         assert actual[key].shape == expected.shape, f"{name} {key}: shape {tuple(actual[key].shape)} != {tuple(expected.shape)}"
