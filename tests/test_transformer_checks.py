@@ -32,6 +32,27 @@ def test_head_results_check(model):
         checks.check_head_results(lambda z, W_O: torch.einsum("bphd,hdm->bphm", z, W_O) + 0.1, model)
 
 
+def test_attention_scores_check(model):
+    def reference(q, k):
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+        return scores.masked_fill(torch.ones(3, 3, dtype=torch.bool).triu(1), float("-inf"))
+
+    checks.check_attention_scores(reference, model)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_attention_scores(stub, model)
+    with pytest.raises(SelfCheckFailed, match="masks the wrong entries"):  # no mask
+        checks.check_attention_scores(lambda q, k: torch.einsum("bqhd,bkhd->bhqk", q, k) / 32 ** 0.5, model)
+    with pytest.raises(SelfCheckFailed, match="masks the wrong entries"):  # mask the wrong way round
+        checks.check_attention_scores(lambda q, k: (torch.einsum("bqhd,bkhd->bhqk", q, k) / 32 ** 0.5).masked_fill(
+            torch.ones(3, 3, dtype=torch.bool).tril(-1), float("-inf")), model)
+    with pytest.raises(SelfCheckFailed, match="too large"):  # no 1/sqrt(d_head)
+        checks.check_attention_scores(lambda q, k: reference(q, k) * 32 ** 0.5, model)
+    with pytest.raises(SelfCheckFailed, match="differs"):  # queries and keys swapped
+        checks.check_attention_scores(lambda q, k: reference(k, q), model)
+    with pytest.raises(SelfCheckFailed, match="shape"):  # head axis left where q has it
+        checks.check_attention_scores(lambda q, k: reference(q, k).transpose(1, 2), model)
+
+
 def test_mlp_input_edit_check(model):
     def reference(model, tokens, direction):
         return model.run_with_hooks(tokens, fwd_hooks=[

@@ -56,6 +56,40 @@ def check_head_results(
     passed("head_results")
 
 
+def check_attention_scores(
+    attention_scores: Callable[[Tensor, Tensor], Tensor], model, n_inputs: int = 256
+) -> None:
+    """``attention_scores(q, k)`` must return TransformerLens 3's ``hook_attn_scores``: ``q.k / sqrt(d_head)``
+    per head, ``[batch, head, query, key]``, with ``-inf`` where a key comes after its query."""
+    tokens = all_pairs()[:: max(1, 12769 // n_inputs)][:n_inputs]
+    names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_attn_scores"]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    q, k, expected = (cache[name] for name in names)
+    actual = call_learner(attention_scores, q.clone(), k.clone())
+    name = "attention_scores(q, k)"
+    if not isinstance(actual, Tensor):
+        raise SelfCheckFailed(f"{name} should be a torch.Tensor, got {type(actual).__name__}.")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise SelfCheckFailed(
+            f"{name} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)} = [batch, head, query, key]."
+        )
+    hidden = torch.isinf(expected)
+    if not torch.equal(torch.isinf(actual) & (actual < 0), hidden):
+        raise SelfCheckFailed(
+            f"{name} masks the wrong entries: exactly the keys after their query (key > query) must be -inf "
+            f"({int(hidden[0, 0].sum())} of the 9 per head here), everything else finite."
+        )
+    finite_actual, finite_expected = actual[~hidden], expected[~hidden]
+    scale = model.cfg.d_head ** 0.5
+    if torch.allclose(finite_actual, finite_expected * scale, atol=1e-3, rtol=1e-3):
+        raise SelfCheckFailed(f"{name} is {scale:.3g} times too large: divide q.k by sqrt(d_head) = sqrt({model.cfg.d_head}).")
+    assert_tensors_close(
+        name + " (the visible entries)", finite_actual, finite_expected, atol=1e-4,
+        hint="Entry [b, h, i, j] is q[b, i, h] . k[b, j, h] / sqrt(d_head): queries index rows, keys columns.",
+    )
+    passed("attention_scores")
+
+
 @torch.no_grad()
 def reference_mlp_input_edit(
     model, tokens: Int[Tensor, "batch 3"], direction: Float[Tensor, "d_model"]
