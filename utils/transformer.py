@@ -416,10 +416,9 @@ class HookedTransformer(HookedRootModule):
 
     def to(self, *args: Any, **kwargs: Any) -> "HookedTransformer":  # type: ignore[override]
         """``nn.Module.to`` that keeps ``cfg.device`` in step with the weights."""
-        device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None:
-            self.cfg.device = device
-        return super().to(*args, **kwargs)
+        moved = super().to(*args, **kwargs)
+        self.cfg.device = self.unembed.W_U.device
+        return moved
 
     def accumulated_bias(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
