@@ -5,9 +5,10 @@ seed) and the outputs computed from them: clean logits and the logits after each
 :func:`edits`. It was written once by running this file with TransformerLens 3.9's
 ``HookedTransformer`` as the models' base class::
 
-    OMP_NUM_THREADS=1 .venv/bin/python tests/reference_outputs.py
+    OMP_NUM_THREADS=1 .venv/bin/python tests/reference_outputs.py --overwrite
 
-Naming models (``... tests/reference_outputs.py modular_addition``) rewrites only their entries and
+(without ``--overwrite`` it refuses to replace the committed file). Naming models
+(``... tests/reference_outputs.py --overwrite modular_addition``) rewrites only their entries and
 keeps the others: that is how the entry of a deliberately retrained model is renewed (the Chapter 3
 model was retrained through clean-up after this file was first written; its entry was renewed on
 TransformerLens 3.9, where the course's transformer equals ``HookedTransformer`` bit for bit).
@@ -197,6 +198,10 @@ def main(names: list[str]) -> None:
     from utils.checkpoints import load_model
 
     torch.set_num_threads(1)
+    if "--overwrite" not in names and REFERENCE_FILE.exists():
+        sys.exit(f"{REFERENCE_FILE} is committed data that tests/test_reference_outputs.py pins the models against; "
+                 "add --overwrite to replace it (only after a deliberate change to the shipped weights)")
+    names = [name for name in names if name != "--overwrite"]
     unknown = sorted(set(names) - set(MODEL_NAMES))
     if unknown:
         sys.exit(f"unknown model(s) {unknown}; name some of {list(MODEL_NAMES)}, or none to rewrite all")
