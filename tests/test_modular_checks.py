@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import einops
 import pytest
 import torch
 
 from utils import load_model
-from utils.modular import checks, fourier
+from utils.modular import algorithm, checks, fourier
 from utils.selfcheck import SelfCheckFailed
 
 
@@ -81,3 +82,83 @@ def test_split_logits_check(model):
 
     with pytest.raises(SelfCheckFailed, match="restricted logits differs"):
         checks.check_split_logits(forgets_the_mean, model, frequencies)
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+def test_effective_weights_check(model):
+    def reference(model):
+        weights = algorithm.effective_weights(model)
+        return weights.neuron, weights.logit
+
+    checks.check_effective_weights(reference, model)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_effective_weights(_stub, model)
+    with_equals_row = lambda model: (  # noqa: E731 - keeps the '=' token's row of W_E
+        torch.einsum("xd,hde,hef,fn->hxn", model.W_E, model.W_V[0], model.W_O[0], model.W_in[0]), reference(model)[1])
+    with pytest.raises(SelfCheckFailed, match="W_neur has shape .*drop the '=' row"):
+        checks.check_effective_weights(with_equals_row, model)
+    reads_w_in = lambda model: (reference(model)[0], model.W_in[0].T @ model.W_U)  # noqa: E731 - W_in for W_out
+    with pytest.raises(SelfCheckFailed, match="W_logit differs"):
+        checks.check_effective_weights(reads_w_in, model)
+    with pytest.raises(SelfCheckFailed, match="pair"):
+        checks.check_effective_weights(lambda model: reference(model)[0], model)
+
+
+def test_term_shares_check(model):
+    def reference(activations, frequency, basis):
+        shares = algorithm.term_shares(activations, frequency)
+        return shares["linear"], shares["product"]
+
+    checks.check_term_shares(reference, model)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_term_shares(_stub, model)
+
+    def keeps_the_mean(activations, frequency, basis):  # divides by the total including the mean
+        linear, product = reference(activations, frequency, basis)
+        coefficients = fourier.fourier_2d(activations)
+        with_mean = coefficients.pow(2).sum(dim=(0, 1))
+        without = with_mean - coefficients[0, 0].pow(2)
+        return linear * without / with_mean, product * without / with_mean
+
+    with pytest.raises(SelfCheckFailed, match="linear shares differs"):
+        checks.check_term_shares(keeps_the_mean, model)
+    swapped = lambda activations, frequency, basis: reference(activations, frequency, basis)[::-1]  # noqa: E731
+    with pytest.raises(SelfCheckFailed, match="differs"):
+        checks.check_term_shares(swapped, model)
+
+
+def test_remove_frequency_hook_check(model):
+    key = fourier.key_frequencies(model)
+
+    def reference(activation, hook, frequency, basis):
+        return algorithm.frequency_removal_hook([frequency])(activation, hook)
+
+    checks.check_remove_frequency_hook(reference, model, key[0])
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_remove_frequency_hook(_stub, model, key[0])
+
+    def removes_the_mean_too(activation, hook, frequency, basis):
+        edited = reference(activation, hook, frequency, basis)
+        edited[:, -1] -= activation[:, -1].mean(dim=0)
+        return edited
+
+    with pytest.raises(SelfCheckFailed, match="differs"):
+        checks.check_remove_frequency_hook(removes_the_mean_too, model, key[0])
+
+    def removes_only_the_linear_terms(activation, hook, frequency, basis):
+        grid = einops.rearrange(activation[:, -1], "(a b) n -> a b n", a=fourier.P)
+        coefficients = fourier.fourier_2d(grid)
+        for row in (2 * frequency - 1, 2 * frequency):
+            coefficients[row, 0] = coefficients[0, row] = 0.0
+        edited = torch.einsum("ia,jb,ij...->ab...", basis, basis, coefficients)
+        activation = activation.clone()
+        activation[:, -1] = einops.rearrange(edited, "a b n -> (a b) n")
+        return activation
+
+    with pytest.raises(SelfCheckFailed, match="differs"):
+        checks.check_remove_frequency_hook(removes_only_the_linear_terms, model, key[0])
+    with pytest.raises(SelfCheckFailed, match="return the edited activation"):
+        checks.check_remove_frequency_hook(lambda activation, hook, frequency, basis: None, model, key[0])

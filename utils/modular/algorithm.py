@@ -143,11 +143,17 @@ def remove_frequency(
     whose ``a`` and ``b`` parts are each the constant or ``cos/sin k`` of one of them, except the mean."""
     fourier._check_grid(grid, p, "grid", ", ...")
     frequencies = fourier.check_frequencies(frequencies, p)
-    kept = grid
-    mean = grid.mean(dim=(0, 1), keepdim=True)
+    basis = fourier.fourier_basis(p)[0].to(grid.device, grid.dtype)
+    coefficients = fourier.fourier_2d(grid, p)
+    mask = torch.ones(p, p, dtype=grid.dtype, device=grid.device)
     for frequency in frequencies:
-        kept = kept - (project_onto_frequency(kept, frequency, p) - kept.mean(dim=(0, 1), keepdim=True))
-    return kept - kept.mean(dim=(0, 1), keepdim=True) + mean
+        components = [0, *fourier.frequency_components(frequency, p)]
+        for row in components:
+            mask[row, components] = 0.0
+    mask[0, 0] = 1.0  # the mean stays
+    coefficients = coefficients * mask.reshape(p, p, *([1] * (grid.ndim - 2)))
+    along_a = torch.einsum("ia,ij...->aj...", basis, coefficients)  # the inverse transform is the transpose
+    return torch.einsum("jb,aj...->ab...", basis, along_a)
 
 
 def frequency_removal_hook(frequencies: list[int], p: int = P) -> Callable[[Tensor, Any], Tensor]:

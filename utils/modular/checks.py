@@ -10,7 +10,7 @@ from typing import Callable
 import einops
 import torch
 
-from utils.modular import fourier
+from utils.modular import algorithm, fourier
 from utils.modular.data import P, all_pairs
 from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
 
@@ -102,3 +102,77 @@ def check_split_logits(
         "(the mean stays).",
     )
     passed("split_logits")
+
+
+def check_effective_weights(
+    effective_weights: Callable[[object], tuple[torch.Tensor, torch.Tensor]], model
+) -> None:
+    """``effective_weights(model)`` returns ``(W_neur [head, input, neuron], W_logit [neuron, output])``."""
+    reference = algorithm.effective_weights(model)
+    result = call_learner(effective_weights, model)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise SelfCheckFailed("effective_weights should return a pair (W_neur, W_logit).")
+    W_neur, W_logit = result
+    assert_tensors_close(
+        "W_neur", W_neur, reference.neuron, atol=1e-3, rtol=1e-3,
+        hint="W_neur[h] = W_E[:-1] @ W_V[0, h] @ W_O[0, h] @ W_in[0], one [input, neuron] matrix per head "
+        "(the numbers only: drop the '=' row).",
+    )
+    assert_tensors_close(
+        "W_logit", W_logit, reference.logit, atol=1e-3, rtol=1e-3,
+        hint="W_logit = W_out[0] @ W_U: what one unit of each neuron adds to each answer's logit.",
+    )
+    passed("effective_weights")
+
+
+def check_term_shares(
+    term_shares: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], model
+) -> None:
+    """``term_shares(activations, neuron_frequency, basis)`` gives each neuron's linear and product shares."""
+    activations = _neuron_grid(model, neurons=64)
+    frequency = fourier.neuron_frequency_fractions(activations).argmax(dim=1) + 1
+    expected = algorithm.term_shares(activations, frequency)
+    result = call_learner(term_shares, activations.clone(), frequency.clone(), fourier.fourier_basis(P)[0])
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise SelfCheckFailed("term_shares should return a pair (linear, product), one share per neuron each.")
+    for name, actual in zip(("linear", "product"), result):
+        assert_tensors_close(
+            f"{name} shares", actual, expected[name], atol=2e-3, rtol=1e-2,
+            hint="Per neuron: squared 2D Fourier coefficients of its frequency w in the cells (const, cos w), "
+            "(const, sin w), (cos w, const), (sin w, const) for linear, the four cos/sin w x cos/sin w cells for "
+            "product, each divided by the neuron's variance (all squared coefficients except const x const).",
+        )
+    passed("term_shares")
+
+
+def check_remove_frequency_hook(remove_frequency_hook: Callable[..., torch.Tensor], model, frequency: int) -> None:
+    """``remove_frequency_hook(activation, hook, frequency, basis)`` removes one frequency's terms at ``=``
+    (checked with ``frequency``, which should be a key frequency: removing any other changes little)."""
+    frequency = fourier.check_frequencies([frequency])[0]
+    tokens = all_pairs(P).to(model.cfg.device)
+    basis = fourier.fourier_basis(P)[0].to(model.cfg.device)
+    with torch.no_grad():
+        for frequency in (frequency,):
+            expected = model.run_with_hooks(
+                tokens, fwd_hooks=[("blocks.0.mlp.hook_post", algorithm.frequency_removal_hook([frequency]))])[:, -1]
+            seen = {}
+
+            def learner_hook(activation, hook, frequency=frequency):
+                result = call_learner(remove_frequency_hook, activation.clone(), hook, frequency, basis)
+                if not isinstance(result, torch.Tensor):
+                    raise SelfCheckFailed(f"remove_frequency_hook should return the edited activation tensor, got "
+                                          f"{type(result).__name__}; end with `return activation`.")
+                seen["shape"] = tuple(result.shape)
+                return result
+
+            actual = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_post", learner_hook)])[:, -1]
+            if seen.get("shape") != (P * P, 3, model.cfg.d_mlp):
+                raise SelfCheckFailed(f"remove_frequency_hook returned shape {seen.get('shape')}, expected the activation's "
+                                      f"own shape {(P * P, 3, model.cfg.d_mlp)}.")
+            assert_tensors_close(
+                f"logits with frequency {frequency} removed from the neurons", actual.cpu(), expected.cpu(),
+                atol=5e-2, rtol=1e-2,
+                hint="Zero the 2D coefficients in rows and columns {0, 2w-1, 2w} except [0, 0] (the mean stays), "
+                "transform back with the transposed basis, and write the result into position -1 only.",
+            )
+    passed("remove_frequency_hook")
