@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from utils import load_model
-from utils.modular import algorithm, checks, fourier
+from utils.modular import algorithm, checks, fourier, progress
+from utils.modular.data import all_pairs
+from utils.modular.model import DEFAULT_MODEL_CONFIG, build_model
 from utils.selfcheck import SelfCheckFailed
 
 
@@ -162,3 +164,51 @@ def test_remove_frequency_hook_check(model):
         checks.check_remove_frequency_hook(removes_only_the_linear_terms, model, key[0])
     with pytest.raises(SelfCheckFailed, match="return the edited activation"):
         checks.check_remove_frequency_hook(lambda activation, hook, frequency, basis: None, model, key[0])
+
+
+def test_embedding_key_share_check(model):
+    key = fourier.key_frequencies(model)
+
+    def reference(embedding, frequencies, basis):
+        return progress.embedding_key_share(embedding, frequencies)
+
+    checks.check_embedding_key_share(reference, model, key)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_embedding_key_share(_stub, model, key)
+
+    def leaves_out_the_constant(embedding, frequencies, basis):  # the total over the frequencies only
+        in_basis = basis @ embedding
+        rows = [row for k in frequencies for row in (2 * k - 1, 2 * k)]
+        return (in_basis[rows].pow(2).sum() / in_basis[1:].pow(2).sum()).item()
+
+    with pytest.raises(SelfCheckFailed, match="random embedding"):
+        checks.check_embedding_key_share(leaves_out_the_constant, model, key)
+    norms_not_squares = lambda embedding, frequencies, basis: (  # noqa: E731
+        (basis @ embedding)[[r for k in frequencies for r in (2 * k - 1, 2 * k)]].norm() / (basis @ embedding).norm()).item()
+    with pytest.raises(SelfCheckFailed, match="expected"):
+        checks.check_embedding_key_share(norms_not_squares, model, key)
+
+
+def test_single_frequency_share_check(model):
+    untrained = build_model(DEFAULT_MODEL_CONFIG).eval()
+
+    def reference(checked, threshold):
+        return progress.single_frequency_share(fourier.neuron_activations_grid(checked), threshold)
+
+    checks.check_single_frequency_share(reference, model, untrained)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_single_frequency_share(_stub, model)
+
+    def mean_best_fraction(checked, threshold):  # the average best share, not the share of neurons over the threshold
+        return fourier.neuron_frequency_fractions(fourier.neuron_activations_grid(checked)).max(dim=1).values.mean().item()
+
+    with pytest.raises(SelfCheckFailed, match="single_frequency_share"):
+        checks.check_single_frequency_share(mean_best_fraction, model)
+
+    def pre_relu(checked, threshold):  # reads the neurons before the ReLU
+        _, cache = checked.run_with_cache(all_pairs(fourier.P), names_filter="blocks.0.mlp.hook_pre")
+        grid = einops.rearrange(cache["blocks.0.mlp.hook_pre"][:, -1], "(a b) n -> a b n", a=fourier.P)
+        return progress.single_frequency_share(grid, threshold)
+
+    with pytest.raises(SelfCheckFailed, match="single_frequency_share"):
+        checks.check_single_frequency_share(pre_relu, model)

@@ -10,9 +10,9 @@ from typing import Callable
 import einops
 import torch
 
-from utils.modular import algorithm, fourier
+from utils.modular import algorithm, fourier, progress
 from utils.modular.data import P, all_pairs
-from utils.selfcheck import SelfCheckFailed, assert_tensors_close, call_learner, passed
+from utils.selfcheck import SelfCheckFailed, assert_float_close, assert_tensors_close, call_learner, passed
 
 
 def check_fourier_basis(make_fourier_basis: Callable[[int], torch.Tensor]) -> None:
@@ -176,3 +176,44 @@ def check_remove_frequency_hook(remove_frequency_hook: Callable[..., torch.Tenso
                 "transform back with the transposed basis, and write the result into position -1 only.",
             )
     passed("remove_frequency_hook")
+
+
+def check_embedding_key_share(
+    embedding_key_share: Callable[[torch.Tensor, list[int], torch.Tensor], float], model, frequencies: list[int]
+) -> None:
+    """``embedding_key_share(embedding, frequencies, basis)``: share of ``W_E[:-1]``'s squared norm on ``frequencies``."""
+    basis = fourier.fourier_basis(P)[0]
+    cases = [("the model's embedding", model.W_E[:-1].detach().cpu()),
+             ("a random embedding", torch.randn(P, model.cfg.d_model, generator=torch.Generator().manual_seed(0)) + 1.0)]
+    for what, embedding in cases:
+        expected = progress.embedding_key_share(embedding, frequencies)
+        actual = call_learner(embedding_key_share, embedding.clone(), list(frequencies), basis)
+        assert_float_close(
+            f"embedding_key_share on {what}", actual, expected, atol=2e-3,
+            hint="Squared norm of the rows cos k, sin k of basis @ embedding, summed over the given frequencies, "
+            "divided by the squared norm of the whole embedding (the constant row included).",
+        )
+    passed("embedding_key_share")
+
+
+def check_single_frequency_share(
+    single_frequency_share: Callable[[object, float], float], model, snapshot_model=None
+) -> None:
+    """``single_frequency_share(model, threshold)``: share of neurons explained to ``>= threshold`` by one frequency.
+
+    Checked on ``model`` at two thresholds, and on ``snapshot_model`` (e.g. an early snapshot) if given.
+    """
+    for which, checked in (("the model", model), ("the snapshot", snapshot_model)):
+        if checked is None:
+            continue
+        grid = fourier.neuron_activations_grid(checked).cpu()
+        for threshold in (0.5, 0.85):
+            expected = progress.single_frequency_share(grid, threshold)
+            actual = call_learner(single_frequency_share, checked, threshold)
+            assert_float_close(
+                f"single_frequency_share({which}, {threshold})", actual, expected, atol=1e-3,
+                hint="Post-ReLU activations at '=' for all pairs as an a x b grid, each neuron's largest share of "
+                "variance on one frequency (fourier.neuron_frequency_fractions), then the share of neurons at or "
+                "above the threshold.",
+            )
+    passed("single_frequency_share")
