@@ -125,3 +125,35 @@ def test_network_figure_has_one_trace_per_edge_plus_two_node_groups_and_a_colour
     assert legend == {"positive score (excites)": "firebrick", "negative score (inhibits)": "royalblue"}
     colours = [trace.line.color for trace in figure.data[:3]]
     assert colours.count("royalblue") == 1
+
+
+def test_random_tail_counts_check(folded):
+    checks.check_random_tail_counts(checks.reference_random_tail_counts, folded)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_random_tail_counts(stub, folded)
+
+    def one_tail(scores, size, threshold, n_samples, seed=0):  # forgets the negative tail
+        generator = torch.Generator().manual_seed(seed)
+        return torch.stack([(scores[torch.randperm(len(scores), generator=generator)[:size]] > threshold).float().sum()
+                            for _ in range(n_samples)])
+
+    with pytest.raises(SelfCheckFailed, match="both tails"):
+        checks.check_random_tail_counts(one_tail, folded)
+
+    def same_sample(scores, size, threshold, n_samples, seed=0):  # draws once and repeats it
+        generator = torch.Generator().manual_seed(seed)
+        count = (scores[torch.randperm(len(scores), generator=generator)[:size]].abs() > threshold).float().sum()
+        return count.repeat(n_samples)
+
+    with pytest.raises(SelfCheckFailed, match="same count"):
+        checks.check_random_tail_counts(same_sample, folded)
+
+    def global_generator(scores, size, threshold, n_samples, seed=0):  # ignores the seed
+        return torch.stack([(scores[torch.randperm(len(scores))[:size]].abs() > threshold).float().sum()
+                            for _ in range(n_samples)])
+
+    with pytest.raises(SelfCheckFailed, match="same seed"):
+        checks.check_random_tail_counts(global_generator, folded)
+
+    with pytest.raises(SelfCheckFailed, match="shape"):
+        checks.check_random_tail_counts(lambda scores, size, threshold, n_samples, seed=0: [0] * n_samples, folded)

@@ -8,3 +8,10 @@
 - :mod:`utils.memory_dt.policy`: playing episodes with the model, and ``evaluate``;
 - :mod:`utils.memory_dt.train`: ``python -m utils.memory_dt train``.
 """
+
+#: The heads that carry the instruction from the first view to the turn, found causally in
+#: chapter 2.2 (:mod:`utils.memory_dt.mechanism`). Mean-ablated over whole episodes (reference:
+#: the four configurations' own contexts, :func:`utils.memory_dt.mechanism.on_path_windows`), the
+#: agent fails in at least 2 of the 4 configurations; with every *other* head mean-ablated it
+#: still succeeds in all 4. tests/test_memory_dt_mechanism.py plays those episodes.
+CIRCUIT: tuple[str, ...] = ("L0H1", "L0H6", "L1H2", "L1H3")

@@ -5,7 +5,13 @@
 - :func:`long_data_frame`: a tensor as a long pandas table, one row per entry, named axes;
 - :func:`strongest`: the ``k`` largest and ``k`` smallest scores of each group of a long table;
 - :func:`network_figure`: a plotly drawing of a weighted bipartite graph (no external JavaScript,
-  so it works offline in JupyterLab and on Colab).
+  so it works offline in JupyterLab and on Colab);
+- :func:`decision_step`: the step of an episode's first turn;
+- :func:`ov_svd`: the thin SVD of every head's OV circuit from its two factors;
+- :func:`gain_against_random_directions`: how much more a head's OV circuit amplifies one direction
+  than random directions (a baseline for "this head reads X").
+
+Playing the agent with forced action prefixes lives in :mod:`utils.memory_dt.behaviour`.
 """
 
 from __future__ import annotations
@@ -162,3 +168,32 @@ def ov_svd(
     finally:
         torch.set_num_threads(threads)
     return q_value @ left, singular_values, right @ q_output.transpose(-1, -2)
+
+
+def gain_against_random_directions(
+    W_OV: Float[Tensor, "head d_model d_model"], direction: Float[Tensor, "d_model"], n_random: int = 1000,
+    seed: int = 0,
+) -> tuple[Float[Tensor, "head"], Float[Tensor, "head"]]:
+    """How much more each head's OV circuit amplifies ``direction`` than a random direction.
+
+    Returns ``(ratio, percentile)`` per head: ``ratio`` is ``‖u W_OV‖`` for the unit vector ``u``
+    along ``direction``, divided by the mean of ``‖r W_OV‖`` over ``n_random`` random unit vectors
+    ``r`` (Gaussian, drawn from ``seed``); ``percentile`` is the fraction of those random vectors that
+    the direction beats. A ratio near 1 means the head treats the direction like any other.
+    """
+    if W_OV.ndim != 3 or W_OV.shape[-1] != W_OV.shape[-2] or direction.shape != W_OV.shape[-1:]:
+        raise ValueError(
+            f"W_OV must be [head, d_model, d_model] and direction [d_model], got {tuple(W_OV.shape)} and "
+            f"{tuple(direction.shape)}; flatten (layer, head) first with W_OV.flatten(0, 1)"
+        )
+    if not isinstance(n_random, int) or n_random < 1:
+        raise ValueError(f"n_random must be a positive int, got {n_random!r}")
+    norm = direction.norm()
+    if norm == 0:
+        raise ValueError("direction is the zero vector; pass a difference of two different embeddings")
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.randn(n_random, W_OV.shape[-1], generator=generator)
+    random = random / random.norm(dim=-1, keepdim=True)
+    random_gain = torch.einsum("rm,hmn->hrn", random, W_OV.detach()).norm(dim=-1)  # [head, random]
+    gain = torch.einsum("m,hmn->hn", direction.detach() / norm, W_OV.detach()).norm(dim=-1)  # [head]
+    return gain / random_gain.mean(dim=-1), (random_gain < gain[:, None]).float().mean(dim=-1)

@@ -128,3 +128,57 @@ def check_ov_cosine_similarity(
         "and take all the dot products (heads ordered L0H0, L0H1, ..., L2H7).",
     )
     passed("ov_cosine_similarity")
+
+
+def reference_random_tail_counts(
+    scores: Float[Tensor, "connection"], size: int, threshold: float, n_samples: int, seed: int = 0,
+) -> Float[Tensor, "sample"]:
+    """How many of ``size`` connections drawn at random (without replacement) have ``|score| > threshold``,
+    for each of ``n_samples`` independent draws from a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    strong = (scores.abs() > threshold).float()
+    draws = torch.stack([torch.randperm(len(scores), generator=generator)[:size] for _ in range(n_samples)])
+    return strong[draws].sum(dim=-1)
+
+
+def check_random_tail_counts(
+    random_tail_counts: Callable[[Tensor, int, float, int, int], Tensor], model: DecisionTransformer
+) -> None:
+    """``random_tail_counts(scores, size, threshold, n_samples, seed)``: a baseline distribution of tail counts.
+
+    Random draws cannot be compared entry by entry, so the check tests what any correct sampler
+    satisfies: shape, whole counts between 0 and ``size``, the same answer for the same seed, a
+    different one for another seed, and a mean close to ``size`` times the tail's share of all
+    connections, on the real head-direction -> layer-2 neuron scores.
+    """
+    _, singular_values, right_singular = _svd(model)
+    scores = reference_directions_onto(singular_values, right_singular, model.W_in[2].detach().cpu(), 32).flatten()
+    threshold = float(scores.abs().quantile(0.99))
+    size, n_samples = 1536, 200
+    counts = call_learner(random_tail_counts, scores.clone(), size, threshold, n_samples, 0)
+    if not isinstance(counts, Tensor) or counts.shape != (n_samples,):
+        raise SelfCheckFailed(
+            f"random_tail_counts(scores, {size}, threshold, {n_samples}, 0) should return a tensor of shape "
+            f"({n_samples},), one count per random sample, got "
+            f"{tuple(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__}"
+        )
+    counts = counts.double()
+    if not torch.equal(counts, counts.round()) or counts.min() < 0 or counts.max() > size:
+        raise SelfCheckFailed(f"each entry should count connections, a whole number in 0..{size}; got values from "
+                              f"{counts.min().item():g} to {counts.max().item():g}")
+    again = call_learner(random_tail_counts, scores.clone(), size, threshold, n_samples, 0).double()
+    if not torch.equal(counts, again):
+        raise SelfCheckFailed("the same seed gave different counts: draw with torch.Generator().manual_seed(seed)")
+    other = call_learner(random_tail_counts, scores.clone(), size, threshold, n_samples, 1).double()
+    if torch.equal(counts, other):
+        raise SelfCheckFailed("seeds 0 and 1 gave the same counts: the samples should depend on the seed")
+    if counts.std() == 0:
+        raise SelfCheckFailed("every sample gave the same count: draw a fresh random sample each time")
+    expected = size * float((scores.abs() > threshold).double().mean())
+    if abs(float(counts.mean()) - expected) > 0.15 * expected:
+        raise SelfCheckFailed(
+            f"the mean count is {float(counts.mean()):.1f}, but a random sample of {size} should hold about "
+            f"{expected:.1f} connections with |score| > threshold: count both tails (use the absolute value) and "
+            f"sample connections, not directions or heads"
+        )
+    passed("random_tail_counts")
