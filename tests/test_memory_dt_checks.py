@@ -7,6 +7,7 @@ import torch
 
 from utils import load_model
 from utils.memory_dt import analysis, checks
+from utils.memory_dt.env import CHANNEL_NAMES
 from utils.memory_dt.model import fold_layer_norm
 from utils.selfcheck import SelfCheckFailed
 
@@ -48,6 +49,13 @@ def test_directions_onto_check(folded):
     with pytest.raises(SelfCheckFailed, match="differs"):
         checks.check_directions_onto(weakest_directions, folded)
 
+    def columns_of_vt(singular_values, right, readout, n):  # takes columns of Vᵀ: a shape error
+        return (right[..., :, :n] * singular_values[..., None, :n]).transpose(-1, -2) @ readout
+
+    with pytest.raises(SelfCheckFailed, match="raised RuntimeError.*ROWS of Vᵀ") as error:
+        checks.check_directions_onto(columns_of_vt, folded)
+    assert "\n" not in str(error.value)
+
 
 def test_embedding_images_check(folded):
     checks.check_embedding_images(checks.reference_embedding_images, folded)
@@ -65,6 +73,15 @@ def test_embedding_images_check(folded):
 
     with pytest.raises(SelfCheckFailed, match="'ball'"):
         checks.check_embedding_images(always_key, folded)
+
+    def rows_of_u(left, W_state, channel, n):  # takes rows of U: a shape error
+        start = CHANNEL_NAMES.index(channel) * 49
+        scores = torch.einsum("fm,lhkm->lhkf", W_state[start:start + 49], left[..., :n, :])
+        return scores.reshape(*scores.shape[:-1], 7, 7)
+
+    with pytest.raises(SelfCheckFailed, match="raised RuntimeError.*COLUMNS of U") as error:
+        checks.check_embedding_images(rows_of_u, folded)
+    assert "\n" not in str(error.value)
 
 
 def test_ov_cosine_similarity_check(folded):
@@ -154,6 +171,15 @@ def test_random_tail_counts_check(folded):
 
     with pytest.raises(SelfCheckFailed, match="same seed"):
         checks.check_random_tail_counts(global_generator, folded)
+
+    def contiguous_block(scores, size, threshold, n_samples, seed=0):  # a random start, then neighbouring connections
+        generator = torch.Generator().manual_seed(seed)
+        starts = torch.randint(len(scores) - size, (n_samples,), generator=generator)
+        return torch.stack([(scores[start:start + size].abs() > threshold).float().sum() for start in starts.tolist()])
+
+    with pytest.raises(SelfCheckFailed, match="contiguous") as error:
+        checks.check_random_tail_counts(contiguous_block, folded)
+    assert "\n" not in str(error.value)
 
     with pytest.raises(SelfCheckFailed, match="shape"):
         checks.check_random_tail_counts(lambda scores, size, threshold, n_samples, seed=0: [0] * n_samples, folded)

@@ -73,6 +73,37 @@ def test_a_smaller_set_fails_the_second_half(model, references):
     assert not all(all(ok) for ok in outcomes)
 
 
+@pytest.mark.parametrize("member", CIRCUIT)
+def test_every_member_is_needed_under_resampling(model, references, member):
+    """Minimality: drop any one member and resampling the rest (10 draws) breaks play in some draw."""
+    rest = [head for head in HEADS if head not in CIRCUIT or head == member]
+    outcomes = [mechanism.ablated_success(model, rest, references, "resample", seed) for seed in range(10)]
+    assert not all(all(ok) for ok in outcomes)
+
+
+def test_the_mean_test_passes_without_l1h2_and_l1h3(model, references):
+    """Why CIRCUIT is justified by resampling, not by the mean test: L0H1 with L0H6 passes it too, L0H1 is needed."""
+    smaller = ["L0H1", "L0H6"]
+    assert sum(mechanism.ablated_success(model, smaller, references, "mean")) <= 2
+    assert all(mechanism.ablated_success(model, [head for head in HEADS if head not in smaller], references, "mean"))
+    assert sum(mechanism.ablated_success(model, [head for head in CIRCUIT if head != "L0H1"], references, "mean")) == 4
+
+
+def test_on_policy_windows_reproduce_the_on_path_contexts(model, on_path):
+    from utils.memory_dt import behaviour
+    from utils.memory_dt.env import BEST_RETURN
+    played = behaviour.play(model, [0, 1, 2, 3], [BEST_RETURN] * 4)
+    windows = mechanism.on_policy_windows(played)
+    assert sorted(windows) == list(range(1, 7)) and all(len(inputs[0]) == 4 for inputs in windows.values())
+    for length in windows:
+        for ours, theirs in zip(windows[length], on_path[length]):
+            assert torch.equal(ours.float(), theirs.float()), length
+    dawdling = mechanism.on_policy_windows(behaviour.play(model, [0], [0.5]))
+    assert len(dawdling[9][0]) > 1 and dawdling[9][3][:, 0].unique().numel() == len(dawdling[9][0]), "one window per end step"
+    with pytest.raises(ValueError, match="behaviour.Played"):
+        mechanism.on_policy_windows([])
+
+
 def test_the_episode_runner_sees_the_hooks(model, references):
     """Zero-ablating all 24 heads must change behaviour; if the hooks were ignored it would not."""
     assert mechanism.ablated_success(model, HEADS, references, "zero") != [True] * 4
@@ -152,12 +183,26 @@ def test_mean_ablation_hook_check(model, decision, mean_z):
     def every_head(z, hook, head, mean_z):
         return mean_z[None, :, None].expand_as(z).clone()
 
-    for wrong in (zeroes, every_head):
+    def batch_mean(z, hook, head, mean_z):
+        """Averages the batch it is given instead of using mean_z: right only when the batch is the reference set."""
+        z = z.clone()
+        z[:, :, head] = z[:, :, head].mean(0)
+        return z
+
+    for wrong in (zeroes, every_head, batch_mean):
         with pytest.raises(SelfCheckFailed, match="differs") as error:
             mechanism_checks.check_mean_ablation_hook(wrong, model, inputs, mean_z)
         assert "\n" not in str(error.value)
     with pytest.raises(SelfCheckFailed, match="returned NoneType"):
         mechanism_checks.check_mean_ablation_hook(lambda z, hook, head, mean_z: None, model, inputs, mean_z)
+
+    def in_place(z, hook, head, mean_z):
+        z[:, :, head] = mean_z
+        return z
+
+    with pytest.raises(SelfCheckFailed, match="in place") as error:
+        mechanism_checks.check_mean_ablation_hook(in_place, model, inputs, mean_z)
+    assert "\n" not in str(error.value)
 
 
 def test_patch_head_hook_check(model, decision):
@@ -180,6 +225,15 @@ def test_patch_head_hook_check(model, decision):
         with pytest.raises(SelfCheckFailed, match="differs") as error:
             mechanism_checks.check_patch_head_hook(wrong, model, corrupted, inputs)
         assert "\n" not in str(error.value)
+
+    def swapped_axes(z, hook, head, positions, source_z):
+        z = z.clone()
+        z[:, head, positions] = source_z[:, head, positions]
+        return z
+
+    with pytest.raises(SelfCheckFailed, match=r"z\[:, positions, head\]") as error:
+        mechanism_checks.check_patch_head_hook(swapped_axes, model, corrupted, inputs)
+    assert "\n" not in str(error.value)
 
 
 def test_qk_ov_patch_check(model, decision):
@@ -229,7 +283,11 @@ def test_patch_holding_check(model, decision):
     def holds_at_source(model, inputs, source, base, patched, held):
         return mechanism_checks.reference_patch_holding(model, inputs, source, source, patched, held)
 
-    for wrong in (ignores_held, holds_at_source):
+    def held_wins(model, inputs, source, base, patched, held):
+        """A head listed in both lists ends up held, not patched."""
+        return mechanism_checks.reference_patch_holding(model, inputs, source, base, [h for h in patched if h not in held], held)
+
+    for wrong in (ignores_held, holds_at_source, held_wins):
         with pytest.raises(SelfCheckFailed, match="differs") as error:
             mechanism_checks.check_patch_holding(wrong, model, corrupted, inputs)
         assert "\n" not in str(error.value)

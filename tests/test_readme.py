@@ -20,6 +20,22 @@ def test_readme_has_the_setup_and_test_commands_that_ci_reads():
     assert "grep -m1 '^python3 -m venv .venv' README.md" in ci and "pip install --quiet torch==2.13.0" in ci
 
 
+def test_ci_runs_the_tests_on_both_transformer_lens_majors():
+    """After the README's commands (which resolve to the newest TransformerLens the requirements
+    allow), CI makes a second environment with the other major and runs the unit tests and
+    notebooks there; requirements allow both majors, and the README says so."""
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    second = ci[ci.index('eval "$test_command"'):]
+    assert "python3 -m venv .venv-other-tl" in second and ".venv-other-tl/bin/pip install --quiet torch==2.13.0" in second
+    assert "other='transformer-lens>=4,<5'; else other='transformer-lens>=3.9,<4'" in second
+    assert '.venv-other-tl/bin/pip install --quiet -r requirements.txt "$other"' in second
+    assert '.venv-other-tl/bin/python -m pytest -m "not slow"' in second
+    assert "CI must test 3.9 and 4.x" in second  # and it fails when both environments got the same major
+    colab = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements-colab.txt").read_text().splitlines()]
+    assert "transformer-lens>=3.9,<5" in colab
+    assert "TransformerLens 3.9 and 4.x" in README and "CI tests both" in README
+
+
 def test_every_linked_file_exists():
     colab_prefix = f"https://colab.research.google.com/github/{GITHUB_REPOSITORY}/blob/main/"
     links = re.findall(r"\]\(([^)]+)\)", README)

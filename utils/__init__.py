@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import warnings
 
-# TransformerLens 3.9 warns on import about its upcoming 4.x API; the course pins <4, so the
-# warning tells a learner nothing they can act on. Silence it once, here.
+# TransformerLens 3.9 warns about its upcoming 4.x API; the course runs on 3.9 and 4.x (its models
+# are built on utils.transformer, which 4.x keeps working), so the warning tells a learner
+# nothing they can act on. Silence it once, here.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"transformer_lens(\..*)?")
 warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*[Tt]ransformer[_ ]?[Ll]ens.*")
 

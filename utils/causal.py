@@ -38,8 +38,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import ActivationCache
-from transformer_lens.hook_points import HookedRootModule
+from transformer_lens import ActivationCache, HookedRootModule
 
 AblationKind = Literal["zero", "mean", "resample"]
 ABLATION_KINDS: tuple[str, ...] = ("zero", "mean", "resample")

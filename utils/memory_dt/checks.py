@@ -6,7 +6,7 @@ where ``folded`` is the model after :func:`utils.memory_dt.model.fold_layer_norm
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from jaxtyping import Float
@@ -62,6 +62,16 @@ def _svd(model: DecisionTransformer) -> tuple[Tensor, Tensor, Tensor]:
     return ov_svd(model.W_V.detach().cpu(), model.W_O.detach().cpu())
 
 
+def _call_with_shapes(function: Callable[..., Any], hint: str, *args: Any) -> Any:
+    """Call the learner; an axis mistake (RuntimeError or IndexError from a shape mismatch) becomes a one-line failure."""
+    try:
+        return call_learner(function, *args)
+    except (RuntimeError, IndexError) as error:
+        name = getattr(function, "__name__", "your function")
+        raise SelfCheckFailed(f"{name} raised {type(error).__name__} ({str(error).splitlines()[0][:90]}): "
+                              f"probably an axis mix-up. {hint}") from None
+
+
 def check_ov_circuits(ov_circuits: Callable[[Tensor, Tensor], Tensor], model: DecisionTransformer) -> None:
     """``ov_circuits(W_V, W_O)`` must return ``[layer, head, d_model, d_model]`` OV matrices."""
     weights = _weights(model)
@@ -82,8 +92,8 @@ def check_directions_onto(
     _, singular_values, right_singular = _svd(model)
     for readout_name, readout, n_directions in (("W_U", weights["W_U"], 4), ("W_in[2]", weights["W_in"][2], 2)):
         expected = reference_directions_onto(singular_values, right_singular, readout, n_directions)
-        actual = call_learner(directions_onto, singular_values.clone(), right_singular.clone(), readout.clone(),
-                              n_directions)
+        actual = _call_with_shapes(directions_onto, "The right singular vectors are the ROWS of Vᵀ [layer, head, direction, d_model].",
+                                   singular_values.clone(), right_singular.clone(), readout.clone(), n_directions)
         assert_tensors_close(
             f"directions_onto(S, Vᵀ, {readout_name}, {n_directions})", actual, expected, atol=1e-4,
             hint="The right singular vectors are the ROWS of Vᵀ (axis -2 indexes directions); keep the first n, "
@@ -100,7 +110,8 @@ def check_embedding_images(
     left_singular, _, _ = _svd(model)
     for channel in ("key", "ball"):
         expected = reference_embedding_images(left_singular, weights["W_state"], channel, 3)
-        actual = call_learner(embedding_images, left_singular.clone(), weights["W_state"].clone(), channel, 3)
+        actual = _call_with_shapes(embedding_images, "Left singular vectors are the COLUMNS of U [layer, head, d_model, direction].",
+                                   left_singular.clone(), weights["W_state"].clone(), channel, 3)
         assert_tensors_close(
             f"embedding_images(U, W_state, {channel!r}, 3)", actual, expected, atol=1e-4,
             hint="Left singular vectors are the COLUMNS of U (its last axis indexes directions); the channel's 49 "
@@ -174,11 +185,21 @@ def check_random_tail_counts(
         raise SelfCheckFailed("seeds 0 and 1 gave the same counts: the samples should depend on the seed")
     if counts.std() == 0:
         raise SelfCheckFailed("every sample gave the same count: draw a fresh random sample each time")
-    expected = size * float((scores.abs() > threshold).double().mean())
+    share = float((scores.abs() > threshold).double().mean())
+    expected = size * share
     if abs(float(counts.mean()) - expected) > 0.15 * expected:
         raise SelfCheckFailed(
             f"the mean count is {float(counts.mean()):.1f}, but a random sample of {size} should hold about "
             f"{expected:.1f} connections with |score| > threshold: count both tails (use the absolute value) and "
             f"sample connections, not directions or heads"
+        )
+    # Sampling without replacement: the count's variance is hypergeometric. A sampler that takes contiguous
+    # blocks (neighbouring connections share a head and direction, so their strengths are correlated) spreads far more.
+    total = len(scores)
+    variance = size * share * (1 - share) * (total - size) / (total - 1)
+    if not 0.5 * variance < float(counts.var()) < 2 * variance:
+        raise SelfCheckFailed(
+            f"the counts vary with variance {float(counts.var()):.1f}, but independent random samples of {size} connections "
+            f"should give about {variance:.1f}: draw each sample's connections at random (torch.randperm), not a contiguous block"
         )
     passed("random_tail_counts")

@@ -5,10 +5,11 @@ zero/mean/resample values, patching hooks); this module adapts them to a *policy
 grows from 2 tokens (step 0) to 26 (step 8 and later):
 
 - :func:`causal_name`: ``"L0H1"`` (the chapter's head names) to ``"0.1"`` (:mod:`utils.causal`'s);
-- :func:`on_path_windows`, :func:`reference_windows` / :func:`reference_caches`: reference sets
-  for ablation, one batch of contexts per context length (a per-position mean only makes sense
-  between contexts of the same length): the four configurations' own greedy contexts (on-path),
-  or demonstration windows (the training distribution);
+- :func:`on_path_windows`, :func:`on_policy_windows`, :func:`reference_windows` /
+  :func:`reference_caches`: reference sets for ablation, one batch of contexts per context length
+  (a per-position mean only makes sense between contexts of the same length): the four
+  configurations' own greedy contexts (on-path), every context of a set of played episodes
+  (on-policy, broader), or demonstration windows (the training distribution);
 - :func:`episode_ablation_hooks`: hooks that pick, at every forward pass, the reference values of
   the current context length, so they can stay on for a whole episode;
 - :func:`play_configurations` / :func:`episode_success`: greedy closed-loop play of the four
@@ -29,7 +30,8 @@ from transformer_lens import ActivationCache
 
 from utils import causal
 from utils.memory_dt.data import make_demonstrations
-from utils.memory_dt.env import ACTION_NAMES, BEST_RETURN, CONFIGURATIONS, SIDES, make_env, outcome
+from utils.memory_dt.behaviour import Played
+from utils.memory_dt.env import ACTION_NAMES, BEST_RETURN, CONFIGURATIONS, SIDES, encode_observation, make_env, outcome
 from utils.memory_dt.model import DecisionTransformer, n_tokens
 from utils.memory_dt.policy import DecisionTransformerPolicy, play_episode
 
@@ -96,6 +98,41 @@ def on_path_windows(model: DecisionTransformer, demonstrations: dict[int, Inputs
         contexts = [episode.context(length - 1, model.context_timesteps) for episode in episodes]
         windows[length] = tuple(torch.cat([context[part] for context in contexts]) for part in range(4))  # type: ignore[assignment]
     return windows
+
+
+@torch.no_grad()
+def on_policy_windows(played: Sequence[Played], context_timesteps: int = 9) -> dict[int, Inputs]:
+    """Every context the policy saw in ``played`` (episodes from :func:`utils.memory_dt.behaviour.play`),
+    grouped by context length ``1 .. context_timesteps``: a broader reference set than
+    :func:`on_path_windows` (other target returns, forced prefixes, dawdling).
+
+    Each episode is replayed in its configuration (the environment is deterministic) to recover
+    its views; the return-to-go starts at the episode's target and drops by each reward. Length
+    ``T < context_timesteps``: the first ``T`` steps (what the policy saw at step ``T - 1``); the
+    full length: every window of that many consecutive steps.
+    """
+    if not played or not all(isinstance(episode, Played) for episode in played):
+        raise ValueError("played must be a non-empty list of behaviour.Played episodes (from behaviour.play)")
+    grouped: dict[int, list[Inputs]] = {}
+    for episode in played:
+        env = make_env()
+        observation, _ = env.reset(options={"configuration": episode.configuration})
+        images, rewards = [], []
+        for action in episode.actions.tolist():
+            images.append(encode_observation(observation))
+            observation, reward, _, _, _ = env.step(action)
+            rewards.append(float(reward))
+        env.close()
+        states = torch.stack(images)
+        returns = episode.target_return - torch.tensor([0.0] + rewards[:-1]).cumsum(0)
+        steps = torch.arange(len(images))
+        for last in range(len(images)):
+            first = max(0, last + 1 - context_timesteps)
+            grouped.setdefault(last + 1 - first, []).append((
+                states[first:last + 1][None], episode.actions[first:last][None],
+                returns[first:last + 1][None].float(), steps[first:last + 1][None]))
+    return {length: tuple(torch.cat([context[part] for context in contexts]) for part in range(4))  # type: ignore[misc]
+            for length, contexts in sorted(grouped.items())}
 
 
 @torch.no_grad()

@@ -75,17 +75,27 @@ def _run_hook(model: DecisionTransformer, inputs: Inputs, hook_name: str, hook: 
 
 def check_mean_ablation_hook(learner: Callable[..., Tensor], model: DecisionTransformer, inputs: Inputs,
                              mean_z: Float[Tensor, "layer pos head d_head"]) -> None:
-    """Mean-ablate L0H1 and L1H2 (separately) with the learner's hook; compare the logits."""
+    """Mean-ablate L0H1 and L1H2 (separately) with the learner's hook; compare the logits.
+
+    The check shifts ``mean_z`` by a fixed random offset first, so that a hook which averages the
+    batch it is given (``z.mean(0)``) instead of using ``mean_z`` fails even when the batch is the
+    reference set itself; and it checks that the hook leaves its input unchanged."""
+    generator = torch.Generator().manual_seed(0)
+    mean_z = mean_z + mean_z.std() * torch.randn(mean_z.shape, generator=generator)
     for layer, head in ((0, 1), (1, 2)):
         hook_name = f"blocks.{layer}.attn.hook_z"
         expected = _run_hook(model, inputs, hook_name, partial(reference_mean_ablation_hook, head=head, mean_z=mean_z[layer, :, head]))
 
         def hook(z: Tensor, hook: Any, head: int = head, layer: int = layer) -> Tensor:
-            return _returned_tensor("mean_ablation_hook", call_learner(learner, z, hook, head=head, mean_z=mean_z[layer, :, head]))
+            before = z.clone()
+            result = _returned_tensor("mean_ablation_hook", call_learner(learner, z, hook, head=head, mean_z=mean_z[layer, :, head]))
+            if not torch.equal(z, before):
+                raise SelfCheckFailed("mean_ablation_hook changed its input z in place; edit a copy (z = z.clone()) and return that")
+            return result
 
         actual = _run_hook(model, inputs, hook_name, hook)
         assert_tensors_close(f"logits with L{layer}H{head} mean-ablated by your hook", actual, expected, atol=1e-4,
-                             hint="replace only head `head` (z[:, :, head]), with mean_z at every position, not zeros")
+                             hint="replace only head `head` (z[:, :, head]) with the mean_z you are given (not zeros, not z.mean(0)) at every position")
     passed("mean_ablation_hook")
 
 
@@ -100,7 +110,12 @@ def check_patch_head_hook(learner: Callable[..., Tensor], model: DecisionTransfo
                              partial(reference_patch_head_hook, head=1, positions=positions, source_z=source_z))
 
         def hook(z: Tensor, hook: Any, positions: list[int] = positions) -> Tensor:
-            return _returned_tensor("patch_head_hook", call_learner(learner, z, hook, head=1, positions=positions, source_z=source_z))
+            try:
+                result = call_learner(learner, z, hook, head=1, positions=positions, source_z=source_z)
+            except (IndexError, RuntimeError) as error:
+                raise SelfCheckFailed(f"patch_head_hook raised {type(error).__name__} ({str(error).splitlines()[0][:80]}); z is "
+                                      "[batch, pos, head, d_head]: index it as z[:, positions, head], not z[:, head, positions]") from None
+            return _returned_tensor("patch_head_hook", result)
 
         actual = _run_hook(model, inputs, "blocks.0.attn.hook_z", hook)
         assert_tensors_close(f"logits with L0H1 patched at positions {positions if len(positions) < 4 else 'all'}", actual, expected,
@@ -139,10 +154,10 @@ def check_patch_holding(learner: Callable[..., Tensor], model: DecisionTransform
     """The learner's patch-while-holding logits against the reference, for three choices of heads."""
     _, source = model.run_with_cache(*source_inputs)
     _, base = model.run_with_cache(*inputs)
-    cases = (([(0, 1)], [(1, 2), (1, 3)]), ([(0, 1)], []), ([(1, 2), (1, 3)], [(2, 4)]))
+    cases = (([(0, 1)], [(1, 2), (1, 3)]), ([(0, 1)], []), ([(1, 2), (1, 3)], [(2, 4)]), ([(0, 1), (1, 2)], [(1, 2), (1, 3)]))
     for patched, held in cases:
         actual = call_learner(learner, model, inputs, source, base, patched, held)
         expected = reference_patch_holding(model, inputs, source, base, patched, held)
         assert_tensors_close(f"logits with {patched} patched and {held} held", actual, expected, atol=1e-4,
-                             hint="patched heads take hook_z from `source`, held heads from `base`; both on hook_z of their layer")
+                             hint="patched heads take hook_z from `source`, held heads from `base` (a head in both lists is patched); both on hook_z of their layer")
     passed("patch_holding")

@@ -1,4 +1,4 @@
-"""The Chapter 2 architecture: a decision transformer built on a TransformerLens HookedTransformer.
+"""The Chapter 2 architecture: a decision transformer built on the course's transformer.
 
 A trajectory of ``T <= 9`` timesteps becomes ``3T - 1`` tokens ``R1 s1 a1 R2 s2 a2 ... RT sT``
 (no final action: predicting it is the job). Token ``3t`` is return-to-go ``t``, ``3t + 1``
@@ -9,13 +9,13 @@ state ``t`` and ``3t + 2`` action ``t`` (``t`` from 0). Each token's residual st
                                             a: ``action_embedding[a]``;
   + timestep embedding (``hook_pos_embed``): ``timestep_embedding[step since reset]``,
 
-and then runs through the standard TransformerLens blocks with causal attention, ``ln_final``
+and then runs through the standard blocks (:mod:`utils.transformer`) with causal attention, ``ln_final``
 and the unembedding, whose ``W_U`` (d_model x 7) is the *action predictor*. The predicted action
 for step ``t`` is read at state token ``t``: :meth:`DecisionTransformer.forward` returns those
 logits, shape ``(batch, T, 7)``.
 
-:class:`DecisionTransformer` *is* a ``HookedTransformer`` (a subclass whose ``embed`` and
-``pos_embed`` tables are replaced by the four embeddings above), so ``run_with_cache``,
+:class:`DecisionTransformer` *is* a :class:`utils.transformer.HookedTransformer` (a subclass
+whose ``embed`` and ``pos_embed`` tables are replaced by the four embeddings above), so ``run_with_cache``,
 ``run_with_hooks``, ``cache["pattern", 0]``, ``cache.decompose_resid()``, ``model.W_Q``,
 ``model.OV`` and the rest work with TransformerLens's usual names. ``model.W_E`` and
 ``model.W_pos`` do not exist; use ``W_state``, ``W_action``, ``W_return`` and ``W_timestep``.
@@ -23,7 +23,7 @@ logits, shape ``(batch, T, 7)``.
 Training uses LayerNorm (``normalization_type="LN"``). For analysis, :func:`fold_layer_norm`
 returns an equivalent copy with the LayerNorm scales and biases folded into the following weights
 (``normalization_type="LNPre"``), writing weights centred, value biases folded into ``b_O``, and
-(optionally) ``W_U`` centred, exactly as ``HookedTransformer.from_pretrained`` processes weights.
+(optionally) ``W_U`` centred, exactly as TransformerLens's ``from_pretrained`` processes weights.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-
 from utils.memory_dt.env import N_ACTIONS, N_FEATURES
+from utils.transformer import HookedTransformer, TransformerConfig
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "n_layers": 3,
@@ -62,8 +61,8 @@ def n_tokens(timesteps: int) -> int:
 class DecisionTransformer(HookedTransformer):
     """Return-conditioned policy: reads ``R s a`` tokens, predicts each step's action at its ``s``."""
 
-    def __init__(self, cfg: HookedTransformerConfig, model_config: dict[str, Any]) -> None:
-        super().__init__(cfg, move_to_device=False)
+    def __init__(self, cfg: TransformerConfig, model_config: dict[str, Any]) -> None:
+        super().__init__(cfg)
         self.model_config = dict(model_config)
         self.context_timesteps = int(model_config["context_timesteps"])
         self.max_timestep = int(model_config["max_timestep"])
@@ -83,6 +82,19 @@ class DecisionTransformer(HookedTransformer):
         nn.init.zeros_(self.return_embedding.bias)
         nn.init.normal_(self.timestep_embedding.weight, std=std)
         self.setup()  # register the hook points again now that modules changed
+
+    # The embeddings that write to the residual stream, and their d_model axis (for fold_layer_norm).
+    writing_weights = (
+        ("state_embedding.weight", 0),  # stored (d_model, feature)
+        ("return_embedding.weight", 0),  # stored (d_model, 1)
+        ("return_embedding.bias", -1),
+        ("action_embedding.weight", -1),
+        ("timestep_embedding.weight", -1),
+    )
+
+    def with_config(self, **changes: Any) -> "DecisionTransformer":
+        """A freshly built decision transformer whose config differs by ``changes``."""
+        return build_model(dict(self.model_config, **changes))
 
     # Weight views named like TransformerLens's W_E / W_pos.
     @property
@@ -204,26 +216,25 @@ def build_model(model_config: dict[str, Any]) -> DecisionTransformer:
     """A freshly initialised decision transformer for ``model_config`` (see ``DEFAULT_MODEL_CONFIG``).
 
     Keys other than ``context_timesteps``, ``max_timestep``, ``n_features`` and ``n_actions`` are
-    ``HookedTransformerConfig`` fields.
+    :class:`~utils.transformer.TransformerConfig` fields.
     """
     missing = [key for key in _OWN_KEYS if key not in model_config]
     if missing:
         raise KeyError(f"model config lacks {missing}")
     transformer_config = {key: value for key, value in model_config.items() if key not in _OWN_KEYS}
     n_actions = int(model_config["n_actions"])
-    config = HookedTransformerConfig(
-        **transformer_config,
+    config = TransformerConfig.from_dict(dict(
+        transformer_config,
         n_ctx=n_tokens(int(model_config["context_timesteps"])),
         d_vocab=n_actions,
         d_vocab_out=n_actions,
         positional_embedding_type="standard",
         default_prepend_bos=False,
         device="cpu",
-    )
+    ))
     return DecisionTransformer(config, model_config)
 
 
-@torch.no_grad()
 def fold_layer_norm(
     model: DecisionTransformer, center_writing_weights: bool = True, center_unembed: bool = True,
     fold_value_biases: bool = True,
@@ -245,61 +256,8 @@ def fold_layer_norm(
     These are the steps of TransformerLens's ``process_weights_``, which cannot be used here: it
     expects ``embed.W_E``/``pos_embed.W_pos``, and TL 3.9's ``ProcessWeights.fold_layer_norm``
     scales the wrong axis of ``W_in`` when ``d_mlp == d_model`` (as here, 256 and 256).
+    The folding is :meth:`utils.transformer.HookedTransformer.fold_layer_norm`.
     """
-    if model.cfg.normalization_type != "LN":
-        raise ValueError(
-            f"fold_layer_norm needs a model with normalization_type 'LN', this one has "
-            f"{model.cfg.normalization_type!r} (already folded?)"
-        )
-    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-
-    def fold(ln: str, weight: str, bias: str, d_model_dim: int) -> None:
-        """Fold LayerNorm ``ln`` into the reader ``weight`` (whose ``d_model`` axis is ``d_model_dim``)."""
-        scale, shift = state.pop(f"{ln}.w"), state.pop(f"{ln}.b")
-        shape = [1] * state[weight].ndim
-        shape[d_model_dim] = -1
-        state[bias] = state[bias] + (state[weight] * shift.view(shape)).sum(d_model_dim)
-        state[weight] = state[weight] * scale.view(shape)
-        state[weight] = state[weight] - state[weight].mean(d_model_dim, keepdim=True)
-
-    for layer in range(model.cfg.n_layers):
-        block = f"blocks.{layer}"
-        scale, shift = state[f"{block}.ln1.w"], state[f"{block}.ln1.b"]
-        for name in "QKV":  # W_{Q,K,V}: (head, d_model, d_head)
-            state[f"{block}.ln1.w"], state[f"{block}.ln1.b"] = scale, shift
-            fold(f"{block}.ln1", f"{block}.attn.W_{name}", f"{block}.attn.b_{name}", 1)
-        fold(f"{block}.ln2", f"{block}.mlp.W_in", f"{block}.mlp.b_in", 0)  # W_in: (d_model, d_mlp)
-    fold("ln_final", "unembed.W_U", "unembed.b_U", 0)  # W_U: (d_model, action)
-
-    if fold_value_biases:
-        for layer in range(model.cfg.n_layers):
-            block = f"blocks.{layer}.attn"
-            state[f"{block}.b_O"] = state[f"{block}.b_O"] + torch.einsum(
-                "hd,hdm->m", state[f"{block}.b_V"], state[f"{block}.W_O"]
-            )
-            state[f"{block}.b_V"] = torch.zeros_like(state[f"{block}.b_V"])
-    if center_unembed:
-        state["unembed.W_U"] = state["unembed.W_U"] - state["unembed.W_U"].mean(-1, keepdim=True)
-        state["unembed.b_U"] = state["unembed.b_U"] - state["unembed.b_U"].mean()
-    if center_writing_weights:
-        def center(key: str, dim: int = -1) -> None:
-            state[key] = state[key] - state[key].mean(dim, keepdim=True)
-
-        center("state_embedding.weight", 0)  # stored (d_model, feature)
-        center("return_embedding.weight", 0)  # stored (d_model, 1)
-        center("return_embedding.bias")
-        center("action_embedding.weight")
-        center("timestep_embedding.weight")
-        for layer in range(model.cfg.n_layers):
-            for key in ("attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"):
-                center(f"blocks.{layer}.{key}")
-
-    folded = build_model(dict(model.model_config, normalization_type="LNPre"))
-    folded.load_state_dict(state, strict=True)
-    device = next(model.parameters()).device
-    torch.nn.Module.to(folded, device)
-    for module in folded.modules():
-        if getattr(module, "cfg", None) is not None:
-            module.cfg.device = device
-    folded.train(model.training)
-    return folded
+    if not isinstance(model, DecisionTransformer):
+        raise ValueError(f"fold_layer_norm takes a DecisionTransformer, got {type(model).__name__}")
+    return model.fold_layer_norm(center_writing_weights, center_unembed, fold_value_biases)

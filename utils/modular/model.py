@@ -1,15 +1,20 @@
-"""The Chapter 3 architecture: a one-layer, attention + MLP HookedTransformer without LayerNorm."""
+"""The Chapter 3 architecture: a one-layer, attention + MLP transformer without LayerNorm.
+
+Built on the course's own transformer (:mod:`utils.transformer`), which has TransformerLens's
+parameter and hook names, so ``run_with_cache``, ``run_with_hooks``, ``model.W_E`` and
+``blocks[0].attn.W_Q`` work as with a TransformerLens ``HookedTransformer``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from utils.modular.data import P
+from utils.transformer import HookedTransformer, TransformerConfig
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "n_layers": 1,
@@ -27,21 +32,28 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
 
 
 class ModularAdditionTransformer(HookedTransformer):
-    """A ``HookedTransformer`` that reads ``[a, b, =]`` and checks that it was given exactly that.
+    """A :class:`~utils.transformer.HookedTransformer` that reads ``[a, b, =]`` and checks that it
+    was given exactly that.
 
     Calling it (or ``run_with_cache`` / ``run_with_hooks``) with token ids checks them first and
     raises a one-line ``ValueError`` instead of a silent wrong answer (``-1`` would be read as
-    ``=``, ``[a, =, =]`` and length 2 would run) or an error deep inside TransformerLens (ids
+    ``=``, ``[a, =, =]`` and length 2 would run) or an error deep inside the model (ids
     ``>= 114``, length 4, float tokens). A residual stream (``start_at_layer=...``) is not checked.
     """
 
-    def forward(self, input: Any, *args: Any, check_input: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self,
+        input: Any,
+        return_type: Optional[str] = "logits",
+        start_at_layer: Optional[int] = None,
+        stop_at_layer: Optional[int] = None,
+        check_input: bool = True,
+    ) -> Union[None, Tensor]:
         """Logits ``[batch, 3, p]`` for tokens ``[batch, 3]`` (see ``HookedTransformer.forward``);
         ``check_input=False`` skips the check (the training loop, whose inputs are known good)."""
-        start_at_layer = kwargs.get("start_at_layer", args[4] if len(args) > 4 else None)
         if check_input and start_at_layer is None:
             check_tokens(input, p=self.cfg.d_vocab_out)
-        return super().forward(input, *args, **kwargs)
+        return super().forward(input, return_type, start_at_layer, stop_at_layer)
 
 
 def check_tokens(tokens: Any, p: int = P) -> None:
@@ -110,9 +122,9 @@ def final_position_run(
 
 
 def build_model(model_config: dict[str, Any]) -> ModularAdditionTransformer:
-    """A freshly initialised model for ``model_config`` (keys of ``HookedTransformerConfig``)."""
-    config = HookedTransformerConfig(**model_config, device="cpu")
-    model = ModularAdditionTransformer(config, move_to_device=False)
+    """A freshly initialised model for ``model_config`` (fields of :class:`~utils.transformer.TransformerConfig`)."""
+    config = TransformerConfig.from_dict(dict(model_config, device="cpu"))
+    model = ModularAdditionTransformer(config)
     # Biases stay at zero, as in the original grokking set-up: every computation is in the weights.
     for name, parameter in model.named_parameters():
         if name.split(".")[-1].startswith("b_"):

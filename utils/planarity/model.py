@@ -1,4 +1,4 @@
-"""The Chapter 1 architecture: a HookedTransformer that reads a graph's adjacency matrix.
+"""The Chapter 1 architecture: a transformer that reads a graph's adjacency matrix.
 
 Each of the 10 vertices is one position of the residual stream. Vertex ``i`` starts as
 ``A[i] @ W_E + W_pos[i]``: the sum of the embedding rows of its neighbours (``hook_embed``)
@@ -7,8 +7,9 @@ plus its own positional embedding (``hook_pos_embed``). Two layers of bidirectio
 residual stream is averaged over the 10 vertices (``hook_pooled``) and unembedded into 2 logits,
 index 1 meaning planar.
 
-Everything else is TransformerLens's own: ``run_with_cache``, ``run_with_hooks``, ``blocks``,
-``W_Q``/``W_K``/... and ``cfg.use_attn_result`` (per-head results in ``blocks.L.attn.hook_result``).
+Everything else is the course's transformer (:mod:`utils.transformer`), with TransformerLens's
+names: ``run_with_cache``, ``run_with_hooks``, ``blocks``, ``W_Q``/``W_K``/... and
+``cfg.use_attn_result`` (per-head results in ``blocks.L.attn.hook_result``).
 Since the pooling is a mean and there is no LayerNorm, a component's direct effect on the
 logits is its output averaged over vertices, times ``W_U``.
 """
@@ -23,11 +24,10 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.components import Embed, PosEmbed
 from transformer_lens.hook_points import HookPoint
 
 from utils.planarity.data import N_VERTICES, adjacency_from_graph
+from utils.transformer import Embed, HookedTransformer, PosEmbed, TransformerConfig
 
 PLANAR = 1  # index of the "planar" logit
 NON_PLANAR = 0
@@ -49,7 +49,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "pos_init_std": 1.0,  # W_pos ~ N(0, 1): the large positional init trains faster
 }
 
-# Keys of a model config that are this module's, not HookedTransformerConfig's.
+# Keys of a model config that are this module's, not TransformerConfig's.
 _OWN_KEYS = {"pos_init_std"}
 
 GraphInput = Union[Tensor, np.ndarray, nx.Graph]
@@ -82,15 +82,15 @@ class PlanarityTransformer(HookedTransformer):
     raises ``ValueError``.
     """
 
-    def __init__(self, cfg: HookedTransformerConfig):
+    def __init__(self, cfg: TransformerConfig):
         if cfg.d_vocab != cfg.n_ctx or cfg.d_vocab_out != 2 or cfg.positional_embedding_type != "standard":
             raise ValueError(
                 "a planarity model needs d_vocab == n_ctx (the number of vertices), d_vocab_out == 2 "
                 f"and standard positional embeddings, got d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}, "
                 f"d_vocab_out={cfg.d_vocab_out}, positional_embedding_type={cfg.positional_embedding_type!r}"
             )
-        super().__init__(cfg, move_to_device=False)
-        # Same parameter names and shapes as TransformerLens's Embed/PosEmbed (embed.W_E,
+        super().__init__(cfg)
+        # Same parameter names and shapes as the plain Embed/PosEmbed (embed.W_E,
         # pos_embed.W_pos), so model.W_E, model.W_pos and the state dict look as usual.
         embed, pos_embed = AdjacencyEmbed(self.cfg), VertexPosEmbed(self.cfg)
         embed.W_E.data.copy_(self.embed.W_E.data)
@@ -233,13 +233,13 @@ def predict(model: PlanarityTransformer, graph: GraphInput) -> Int[Tensor, "batc
 def build_model(model_config: dict[str, Any]) -> PlanarityTransformer:
     """A freshly initialised model for ``model_config`` (see :data:`DEFAULT_MODEL_CONFIG`).
 
-    Initialisation: TransformerLens's (weight matrices normal with std ``0.8 / sqrt(d_model)``,
+    Initialisation: TransformerLens's "gpt2" (weight matrices normal with std ``0.8 / sqrt(d_model)``,
     biases zero), then ``W_E`` Kaiming-uniform as a linear map from the 10 adjacency columns
     (bound ``1 / sqrt(10)``) and ``W_pos ~ N(0, pos_init_std^2)``, all from ``seed``.
     """
     model_config = dict(model_config)
     pos_init_std = float(model_config.pop("pos_init_std", 1.0))
-    config = HookedTransformerConfig(**model_config, device="cpu")
+    config = TransformerConfig.from_dict(dict(model_config, device="cpu"))
     model = PlanarityTransformer(config)
     generator = torch.Generator().manual_seed(config.seed if config.seed is not None else 0)
     with torch.no_grad():
