@@ -212,3 +212,30 @@ def test_single_frequency_share_check(model):
 
     with pytest.raises(SelfCheckFailed, match="single_frequency_share"):
         checks.check_single_frequency_share(pre_relu, model)
+
+
+def test_progress_losses_check(model):
+    from utils.checkpoints import load_snapshots
+    from utils.modular.data import train_test_split
+
+    snapshots = load_snapshots()
+    early = progress.load_snapshot(build_model(DEFAULT_MODEL_CONFIG).eval(), snapshots[5000])
+    key, (train, _) = fourier.key_frequencies(model), train_test_split()
+
+    def reference(logits, frequencies, train_indices):
+        restricted, excluded = fourier.split_logits(logits.reshape(fourier.P, fourier.P, -1), frequencies)
+        labels = all_pairs(fourier.P)[:, :2].sum(dim=1) % fourier.P
+        return (fourier.cross_entropy(restricted.reshape(-1, fourier.P), labels).item(),
+                fourier.cross_entropy(excluded.reshape(-1, fourier.P)[train_indices], labels[train_indices]).item())
+
+    checks.check_progress_losses(reference, early, key, train)
+    with pytest.raises(SelfCheckFailed, match="NotImplementedError"):
+        checks.check_progress_losses(_stub, early, key, train)
+
+    def excluded_on_all_pairs(logits, frequencies, train_indices):
+        return reference(logits, frequencies, torch.arange(fourier.P ** 2))
+
+    with pytest.raises(SelfCheckFailed, match="excluded loss"):
+        checks.check_progress_losses(excluded_on_all_pairs, early, key, train)
+    with pytest.raises(SelfCheckFailed, match="pair"):
+        checks.check_progress_losses(lambda logits, frequencies, train_indices: 1.0, early, key, train)

@@ -217,3 +217,33 @@ def check_single_frequency_share(
                 "above the threshold.",
             )
     passed("single_frequency_share")
+
+
+def check_progress_losses(
+    progress_losses: Callable[[torch.Tensor, list[int], torch.Tensor], tuple[float, float]],
+    snapshot_model, frequencies: list[int], train_indices: torch.Tensor,
+) -> None:
+    """``progress_losses(logits, frequencies, train_indices)`` returns ``(restricted loss, excluded loss)``.
+
+    Checked on ``snapshot_model`` (pass a snapshot from before clean-up, whose losses are far from zero).
+    """
+    from utils.modular.model import final_position_logits
+
+    tokens = all_pairs(P).to(snapshot_model.cfg.device)
+    labels = (tokens[:, 0] + tokens[:, 1]) % P
+    with torch.no_grad():
+        logits = final_position_logits(snapshot_model, tokens).cpu()
+    restricted, excluded = fourier.split_logits(logits.reshape(P, P, P), list(frequencies))
+    expected = (float(fourier.cross_entropy(restricted.reshape(P * P, P), labels.cpu())),
+                float(fourier.cross_entropy(excluded.reshape(P * P, P)[train_indices], labels.cpu()[train_indices])))
+    result = call_learner(progress_losses, logits.clone(), list(frequencies), train_indices.clone())
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise SelfCheckFailed("progress_losses should return a pair (restricted loss, excluded loss) of floats.")
+    for name, actual, value, hint in (
+        ("restricted loss", result[0], expected[0], "Keep each answer's mean plus the key-frequency part "
+         "(split_logits' first output) and take the loss over all pairs."),
+        ("excluded loss", result[1], expected[1], "Remove the key-frequency part (split_logits' second output) and "
+         "take the loss over the training pairs only."),
+    ):
+        assert_float_close(f"progress_losses' {name}", actual, value, atol=1e-3 * max(1.0, abs(value)), hint=hint)
+    passed("progress_losses")
