@@ -219,3 +219,14 @@ def test_final_position_logits_match_the_hooked_forward(shipped_model):
     assert torch.allclose(fast, hooked, atol=1e-4, rtol=1e-5), float((fast - hooked).abs().max())
     untrained = build_model(DEFAULT_MODEL_CONFIG)
     assert torch.allclose(final_position_logits(untrained, tokens), untrained(tokens)[:, -1, :], atol=1e-5)
+
+
+@torch.no_grad()
+def test_final_position_run_gives_the_hooked_neurons_and_logits(shipped_model):
+    from utils.modular.model import final_position_run
+
+    tokens = all_pairs(P)[::37]
+    logits, neurons = final_position_run(shipped_model, tokens)
+    hooked_logits, cache = shipped_model.run_with_cache(tokens, names_filter="blocks.0.mlp.hook_post")
+    assert torch.allclose(neurons, cache["blocks.0.mlp.hook_post"][:, -1], atol=1e-4)
+    assert torch.allclose(logits, hooked_logits[:, -1], atol=1e-3)

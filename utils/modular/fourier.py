@@ -114,7 +114,9 @@ def fourier_2d(
     _check_p(p)
     _check_grid(values, p, "values", ", ...")
     basis = fourier_basis(p)[0].to(values.device, values.dtype)
-    return torch.einsum("ia,jb,ab...->ij...", basis, basis, values)
+    # Two contractions, one axis at a time: a single three-operand einsum would build a p^4 tensor.
+    along_a = torch.einsum("ia,ab...->ib...", basis, values)
+    return torch.einsum("jb,ib...->ij...", basis, along_a)
 
 
 def frequency_components(frequency: int, p: int = P) -> list[int]:
