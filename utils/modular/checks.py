@@ -207,15 +207,14 @@ def check_single_frequency_share(
         if checked is None:
             continue
         grid = fourier.neuron_activations_grid(checked).cpu()
-        for threshold in (threshold,):
-            expected = progress.single_frequency_share(grid, threshold)
-            actual = call_learner(single_frequency_share, checked, threshold)
-            assert_float_close(
-                f"single_frequency_share({which}, {threshold})", actual, expected, atol=1e-3,
-                hint="Post-ReLU activations at '=' for all pairs as an a x b grid, each neuron's largest share of "
-                "variance on one frequency (fourier.neuron_frequency_fractions), then the share of neurons at or "
-                "above the threshold.",
-            )
+        expected = progress.single_frequency_share(grid, threshold)
+        actual = call_learner(single_frequency_share, checked, threshold)
+        assert_float_close(
+            f"single_frequency_share({which}, {threshold})", actual, expected, atol=1e-3,
+            hint="Post-ReLU activations at '=' for all pairs as an a x b grid, each neuron's largest share of "
+            "variance on one frequency (fourier.neuron_frequency_fractions), then the share of neurons at or "
+            "above the threshold.",
+        )
     passed("single_frequency_share")
 
 
