@@ -1,4 +1,4 @@
-"""Fixtures shared by the Chapter 1 analysis tests."""
+"""Fixtures shared by the tests."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ def grad_disabled():
 def untrained_planarity_model(grad_disabled):
     """A freshly initialised (seeded) planarity model: the analysis tools must work on any weights."""
     return build_model(DEFAULT_MODEL_CONFIG).eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """These tensors are tiny: one thread is as fast, and far faster when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

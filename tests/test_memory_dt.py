@@ -37,12 +37,8 @@ needs_trained = pytest.mark.skipif(not TRAINED.exists(),
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is as fast, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.py)."""
 
 
 @pytest.fixture(scope="module")

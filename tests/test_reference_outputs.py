@@ -27,11 +27,8 @@ def reference() -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.py)."""
 
 
 def test_reference_file_is_small_and_complete(reference):

@@ -216,12 +216,21 @@ def cross_entropy(
 
 @torch.no_grad()
 def restricted_and_excluded_loss(
-    model, frequencies: list[int], train_indices: Int[Tensor, "train"], p: int = P
+    model, frequencies: list[int], train_indices: Int[Tensor, "train"], p: int = P,
+    logits: Float[Tensor, "pair c"] | None = None,
 ) -> tuple[float, float]:
-    """Loss on all pairs with only the key-frequency logits kept, and training loss without them."""
+    """Loss on all pairs with only the key-frequency logits kept, and training loss without them.
+
+    ``logits``: the logits at ``=`` for ``all_pairs(p)`` when already computed (the training command
+    passes :func:`utils.modular.model.final_position_logits`'s); by default ``model`` is run.
+    """
     tokens = all_pairs(p).to(model.cfg.device)
     labels = labels_for(tokens, p)
-    logits = model(tokens)[:, -1, :]
+    if logits is None:
+        logits = model(tokens)[:, -1, :]
+    elif tuple(logits.shape) != (p * p, p):
+        raise ValueError(f"logits must be [{p * p}, {p}] (the logits at '=' for all_pairs(p)), got {tuple(logits.shape)}")
+    labels = labels.to(logits.device)
     grid = einops.rearrange(logits, "(a b) c -> a b c", a=p, b=p)
     restricted, excluded = split_logits(grid, frequencies, p)
     restricted_loss = cross_entropy(restricted.reshape(p * p, -1), labels)
