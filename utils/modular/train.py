@@ -32,7 +32,7 @@ from utils.device import get_device
 from utils.files import write_text
 from utils.training import (add_output_arguments, check_output_arguments, check_positive, load_resume_state,
                             resume_failed, save_resume_state)
-from utils.modular import fourier
+from utils.modular import fourier, progress as progress_measures
 from utils.modular.data import P, all_pairs, labels_for, train_test_split
 from utils.modular.model import DEFAULT_MODEL_CONFIG, build_model, final_position_logits
 
@@ -160,13 +160,13 @@ def finish(model, training_config, log, snapshots, train_indices, out: Path, sec
     progress = []
     final_state = {key: value.clone() for key, value in model.state_dict().items()}
     for epoch in sorted(snapshots):
-        model.load_state_dict(snapshots[epoch], strict=False)
+        progress_measures.load_snapshot(model, snapshots[epoch])  # checked: a snapshot that does not fit fails
         # A run too short to grok has no key frequencies, and then no restricted or excluded loss.
         restricted, excluded = (
             fourier.restricted_and_excluded_loss(model, frequencies, train_indices,
                                                  logits=final_position_logits(model, tokens))
             if frequencies else (None, None))
-        squared_weight = sum(float(parameter.pow(2).sum()) for parameter in model.parameters())
+        squared_weight = progress_measures.total_squared_weight(model)
         progress.append({"epoch": epoch, "restricted_loss": restricted, "excluded_loss": excluded,
                          "total_squared_weight": squared_weight})
     model.load_state_dict(final_state)
